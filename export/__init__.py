@@ -1,0 +1,1 @@
+"""Export of the student's dense part to ONNX / TensorRT, parity checks."""

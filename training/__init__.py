@@ -1,0 +1,2 @@
+"""Offline training: datasets (nuScenes via nuscenes-devkit; the synthetic world), targets,
+losses, trainer and evaluation."""
