@@ -1,0 +1,154 @@
+"""Decoding head outputs: a hand-computed peak, rectified score, threshold, range, NMS, labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from radardistill_ros.config import GridConfig, PostConfig
+from radardistill_ros.conventions import CLASS_NAMES, TASKS
+from radardistill_ros.decode import (
+    HEAD_KEYS,
+    decode,
+    gather_cells,
+    head_regression,
+    regression_to_boxes,
+)
+
+# 9.6 m square, 0.3 m pillars, stride 2 -> 16 x 16 BEV, 0.6 m cells, x_min = y_min = -4.8
+GRID = GridConfig(point_cloud_range=(-4.8, -4.8, -5.0, 4.8, 4.8, 3.0), pillar_size=(0.3, 0.3), out_stride=2)
+POST = PostConfig(post_center_range=(-6.0, -6.0, -5.0, 6.0, 6.0, 3.0))
+H = W = 16
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def empty_heads(batch: int = 1) -> list[dict[str, torch.Tensor]]:
+    heads = []
+    for names in TASKS:
+        heads.append({
+            "hm": torch.full((batch, len(names), H, W), -12.0),
+            "center": torch.full((batch, 2, H, W), 0.5),
+            "center_z": torch.zeros(batch, 1, H, W),
+            "dim": torch.zeros(batch, 3, H, W),
+            "rot": torch.cat((torch.ones(batch, 1, H, W), torch.zeros(batch, 1, H, W)), dim=1),
+            "vel": torch.zeros(batch, 2, H, W),
+            "iou": torch.ones(batch, 1, H, W),
+        })
+    return heads
+
+
+def put_peak(heads, task: int, cls: int, iy: int, ix: int, hm: float, iou_pred: float, reg: list[float],
+             b: int = 0) -> None:
+    """reg = dx, dy, z, log l, log w, log h, cos, sin, vx, vy at cell (iy, ix)."""
+    h = heads[task]
+    h["hm"][b, cls, iy, ix] = logit(hm)
+    h["iou"][b, 0, iy, ix] = iou_pred
+    for key, sl in (("center", slice(0, 2)), ("center_z", slice(2, 3)), ("dim", slice(3, 6)),
+                    ("rot", slice(6, 8)), ("vel", slice(8, 10))):
+        h[key][b, :, iy, ix] = torch.tensor(reg[sl])
+
+
+REG = [0.25, 0.5, 0.7, math.log(4.5), math.log(2.0), math.log(1.6),
+       2 * math.cos(0.3), 2 * math.sin(0.3), 1.5, -0.5]
+
+
+def test_single_peak_decodes_by_hand() -> None:
+    heads = empty_heads()
+    # task 1 = (truck, construction_vehicle); class 1 -> construction_vehicle
+    put_peak(heads, task=1, cls=1, iy=5, ix=7, hm=0.64, iou_pred=-0.02, reg=REG)
+    det = decode(heads, GRID, POST)
+    assert len(det) == 1
+    boxes, scores, labels = det[0]
+    assert boxes.shape == (1, 9) and boxes.dtype == torch.float32 and labels.dtype == torch.int64
+    # x = -4.8 + (7 + 0.25) * 0.6 = -0.45; y = -4.8 + (5 + 0.5) * 0.6 = -1.5; yaw = atan2(2 sin, 2 cos) = 0.3
+    np.testing.assert_allclose(boxes[0].numpy(), [-0.45, -1.5, 0.7, 4.5, 2.0, 1.6, 0.3, 1.5, -0.5],
+                               rtol=1e-5, atol=1e-5)
+    # iou = (-0.02 + 1) / 2 = 0.49; score = 0.64^0.5 * 0.49^0.5 = 0.8 * 0.7 = 0.56
+    assert scores[0].item() == pytest.approx(0.56, abs=1e-5)
+    assert labels.tolist() == [CLASS_NAMES.index("construction_vehicle")]
+    # r = 0: the score is the heatmap probability alone
+    det0 = decode(heads, GRID, PostConfig(iou_rectifier=0.0, post_center_range=POST.post_center_range))
+    assert det0[0].scores[0].item() == pytest.approx(0.64, abs=1e-5)
+
+
+def test_numpy_and_flat_inputs() -> None:
+    heads = empty_heads()
+    put_peak(heads, task=0, cls=0, iy=8, ix=8, hm=0.9, iou_pred=0.6, reg=REG)
+    ref = decode(heads, GRID, POST)[0]
+    as_np = [{k: v.numpy() for k, v in h.items()} for h in heads]
+    out = decode(as_np, GRID, POST)[0]
+    assert isinstance(out.boxes, np.ndarray) and out.boxes.dtype == np.float32
+    assert out.labels.dtype == np.int64
+    np.testing.assert_allclose(out.boxes, ref.boxes.numpy())
+    flat = [h[k].numpy() for h in heads for k in HEAD_KEYS]  # ONNX output order
+    out_flat = decode(flat, GRID, POST)[0]
+    np.testing.assert_allclose(out_flat.scores, ref.scores.numpy())
+    # score = sqrt(0.9 * 0.8)
+    assert out.scores[0] == pytest.approx(math.sqrt(0.9 * 0.8), abs=1e-5)
+
+
+def test_score_threshold_and_post_center_range() -> None:
+    heads = empty_heads()
+    put_peak(heads, 0, 0, 2, 2, hm=0.3, iou_pred=-0.9, reg=REG)    # score sqrt(0.3 * 0.05) = 0.12 kept
+    put_peak(heads, 0, 0, 2, 12, hm=0.3, iou_pred=-0.95, reg=REG)  # sqrt(0.3 * 0.025) = 0.087 dropped
+    high_z = REG.copy()
+    high_z[2] = 3.5                                                 # z above the range max 3.0
+    put_peak(heads, 0, 0, 12, 2, hm=0.9, iou_pred=1.0, reg=high_z)
+    out = decode(heads, GRID, POST)[0]
+    assert len(out.scores) == 1 and out.scores[0].item() == pytest.approx(math.sqrt(0.015), abs=1e-5)
+    # a narrower x range removes the remaining box (x = -4.8 + 2.25 * 0.6 = -3.45)
+    narrow = PostConfig(post_center_range=(-3.0, -6.0, -5.0, 6.0, 6.0, 3.0))
+    assert len(decode(heads, GRID, narrow)[0].scores) == 0
+    # a lower threshold lets the second one through
+    low = PostConfig(score_threshold=0.05, post_center_range=POST.post_center_range)
+    assert len(decode(heads, GRID, low)[0].scores) == 2
+
+
+def test_tasks_map_to_global_labels_and_nms_per_task() -> None:
+    heads = empty_heads(batch=2)
+    expected = []
+    for t, names in enumerate(TASKS):  # last class of every task, in distinct cells of sample 0
+        put_peak(heads, t, len(names) - 1, iy=2 + 2 * t, ix=3, hm=0.5 + 0.05 * t, iou_pred=1.0, reg=REG)
+        expected.append(CLASS_NAMES.index(names[-1]))
+    # two overlapping car peaks in adjacent cells: NMS keeps the higher one only
+    put_peak(heads, 0, 0, 12, 12, hm=0.9, iou_pred=1.0, reg=REG)
+    put_peak(heads, 0, 0, 12, 13, hm=0.8, iou_pred=1.0, reg=REG)
+    # a bus (task 2) on top of the car: another task, not suppressed
+    put_peak(heads, 2, 0, 12, 12, hm=0.7, iou_pred=1.0, reg=REG)
+    out = decode(heads, GRID, POST)
+    labels = out[0].labels.tolist()
+    car, bus = CLASS_NAMES.index("car"), CLASS_NAMES.index("bus")
+    assert sorted(labels) == sorted([*expected, car, bus])
+    assert labels.count(car) == 2  # the task-0 peak at (2, 3) and the best of the overlapping pair
+    car_scores = out[0].scores[out[0].labels == car]
+    assert car_scores.tolist() == pytest.approx([0.9**0.5, 0.5**0.5], abs=1e-5)  # sorted by score
+    assert len(out[1].scores) == 0 and out[1].boxes.shape == (0, 9)
+
+
+def test_nms_post_max_per_task() -> None:
+    heads = empty_heads()
+    unit = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # 1 m cubes at cell centres
+    for i in range(6):  # six disjoint cars
+        put_peak(heads, 0, 0, 2 + 2 * i, 2 + 2 * i, hm=0.5 + 0.05 * i, iou_pred=1.0, reg=unit)
+    post = PostConfig(nms_post_max=4, post_center_range=POST.post_center_range)
+    out = decode(heads, GRID, post)[0]
+    assert len(out.scores) == 4 and out.scores.tolist() == sorted(out.scores.tolist(), reverse=True)
+
+
+def test_regression_to_boxes_matches_decode_and_gathers() -> None:
+    heads = empty_heads()
+    put_peak(heads, 3, 0, 9, 4, hm=0.7, iou_pred=1.0, reg=REG)
+    ind = torch.tensor([[9 * W + 4]])
+    reg = gather_cells(head_regression(heads[3]), ind)
+    assert reg.shape == (1, 1, 10)
+    np.testing.assert_allclose(reg[0, 0].numpy(), REG, rtol=1e-6)
+    boxes = regression_to_boxes(reg, ind, GRID)
+    out = decode(heads, GRID, POST)[0]
+    np.testing.assert_allclose(boxes[0].numpy(), out.boxes.numpy(), rtol=1e-6)
+    assert out.labels.tolist() == [CLASS_NAMES.index("barrier")]
