@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-samples", type=_positive_int, default=None,
                    help="key frames used by --stats (default: all)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty directory that is not a synthetic world")
+                   help="write into a non-empty directory that is not a synthetic world (replaces its "
+                        "samples/, sweeps/, maps/ and <version>/; other files stay)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -46,7 +46,7 @@ NEAR_RANGE = 70.0  #: [m]
 # Per box kind (0-9 detection classes, then building, wall, pole, guard rail).
 _KINDS = (*CLASS_NAMES, "building", "wall", "pole", "guardrail")
 RCS_MEAN = dict(zip(_KINDS, (6.0, 13.0, 12.0, 15.0, 12.0, 2.0, 0.0, -4.0, -7.0, -10.0, 14.0, 8.0, 5.0, 4.0)))
-BASE_RETURNS = dict(zip(CLASS_NAMES, (1.5, 1.8, 1.8, 2.0, 1.6, 0.8, 1.0, 0.8, 0.9, 0.45)))
+BASE_RETURNS = dict(zip(CLASS_NAMES, (1.9, 2.2, 2.2, 2.5, 2.0, 1.0, 1.2, 1.0, 1.1, 0.55)))
 _RCS = np.array([RCS_MEAN[k] for k in _KINDS])
 _BASE = np.array([BASE_RETURNS.get(k, 0.0) for k in _KINDS])
 _RMAX = MAX_RANGE * 10.0 ** ((_RCS - 10.0) / 40.0)

@@ -12,6 +12,20 @@ optional 2.5 m parking strip and a 4 m sidewalk on each side. A point is address
 Actors move along the road: ``s(t) = s0 + vs * t`` at constant lateral offset ``d0`` and a yaw
 offset relative to the road heading (0 with the traffic, pi against it, +-pi/2 across). Vehicles
 in one lane move as a platoon at the lane speed, so they never run into each other.
+
+Population (sizes jittered +-8 % around the nuScenes class means):
+
+* lanes: platoons of cars, trucks (some towing trailers), buses (15 % bendy), motorcycles and
+  construction vehicles at 3-15 m/s (15 % of the other lanes jammed: ``vehicle.stopped``); the
+  ego's lane moves at the ego's mean speed with the ego in a gap;
+* bike lanes: cyclists (and some motorcycles) at 3-6 m/s with the traffic;
+* parking strips: parked cars, trucks, trailers, motorcycles, bicycles (``vehicle.parked`` /
+  ``cycle.without_rider``);
+* sidewalks: pedestrians walking (0.9-1.7 m/s), standing or sitting, parked bicycles;
+* construction zones (75 % / 30 % of scenes have a first / second one): a line of barriers, a
+  taper of cones, a construction vehicle, construction workers; stray cones and barriers at kerbs;
+* structures (not annotated): street-light poles, buildings or walls per side, sometimes a median
+  guard rail; walls and rails also mirror radar returns.
 """
 
 from __future__ import annotations
@@ -341,10 +355,11 @@ def make_scenario(rng: np.random.Generator, duration: float, t_pre: float = 0.6,
             _platoon(acts, lo, hi, d, direction, speed, gap, keep)
     # Construction zone on one side.
     zones: list[tuple[int, float, float]] = []
-    if rng.random() < 0.5:
-        side = int(rng.choice([-1, 1]))
-        za = float(rng.uniform(-40.0, max(travel, 1.0) + 20.0))
-        zones.append((side, za, za + float(rng.uniform(15.0, 40.0))))
+    for p_zone in (0.75, 0.3):
+        if rng.random() < p_zone:
+            side = int(rng.choice([-1, 1]))
+            za = float(rng.uniform(-40.0, max(travel, 1.0) + 20.0))
+            zones.append((side, za, za + float(rng.uniform(15.0, 40.0))))
     lo_st, hi_st = span(0.0)
 
     def in_zone(side: int, s: float) -> bool:
@@ -401,7 +416,16 @@ def make_scenario(rng: np.random.Generator, duration: float, t_pre: float = 0.6,
                 else:
                     acts.add("pedestrian", category, PED_STANDING if mode == "s" else PED_SITTING, pos,
                              d, 0.0, rng.uniform(-np.pi, np.pi))
-            pos += rng.exponential(9.0) + 1.0
+            pos += rng.exponential(12.0) + 1.0
+    # Stray cones and barriers at the kerbs (driveways, loading bays).
+    for side in (-1, 1):
+        for s in rng.uniform(lo_st, hi_st, int(rng.poisson(0.012 * (hi_st - lo_st)))):
+            if rng.random() < 0.7:
+                acts.add("traffic_cone", "movable_object.trafficcone", NO_ATTR, float(s),
+                         side * (road.edge(side) + 0.3), 0.0, rng.uniform(-np.pi, np.pi), scale=0.05)
+            else:
+                acts.add("barrier", "movable_object.barrier", NO_ATTR, float(s),
+                         side * (road.edge(side) + 0.4), 0.0, np.pi / 2 + rng.normal(0, 0.05), scale=0.04)
     # Construction zones: barriers line, cones, a construction vehicle and workers.
     for side, za, zb in zones:
         inner = road.n_lanes * LANE_WIDTH
