@@ -95,6 +95,7 @@ class CMAConfig:
     enabled: bool
     channels: int
     convnext_expansion: int
+    down_blocks: int  # ConvNeXt V2 blocks per Down (after its DCN); the authors' code has 2
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,24 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, ModelConfig):
         if obj.sparse_backend not in ("auto", "torch", "spconv"):
             raise bad("sparse_backend", f"expected auto|torch|spconv, got {obj.sparse_backend!r}")
+        sizes = {"vfe_channels": obj.vfe_channels, "conv5_blocks": obj.conv5_blocks,
+                 "cma.channels": obj.cma.channels, "cma.convnext_expansion": obj.cma.convnext_expansion,
+                 "cma.down_blocks": obj.cma.down_blocks, "dense_enc.channels": obj.dense_enc.channels,
+                 "dense_enc.conv5_layers": obj.dense_enc.conv5_layers,
+                 "head.shared_channels": obj.head.shared_channels,
+                 "head.head_channels": obj.head.head_channels}
+        sizes.update({f"backbone_channels[{i}]": c for i, c in enumerate(obj.backbone_channels)})
+        for name, v in sizes.items():
+            if v < 1:
+                raise bad(name, f"must be >= 1, got {v}")
+        if obj.dense_enc.fuse_layers < 0 or min(obj.blocks_per_stage) < 0:
+            raise bad("dense_enc.fuse_layers", "layer/block counts must be >= 0")
+        if obj.vfe_channels != obj.backbone_channels[0]:
+            raise bad("vfe_channels", f"must equal backbone_channels[0] = {obj.backbone_channels[0]} "
+                      "(stage 1 is residual)")
+        if obj.cma.channels != obj.backbone_channels[3]:
+            raise bad("cma.channels", f"must equal backbone_channels[3] = {obj.backbone_channels[3]} "
+                      "(F^{a(n)} is distilled against the teacher's x_conv4)")
     elif isinstance(obj, PostConfig):
         if not 0.0 <= obj.iou_rectifier <= 1.0:
             raise bad("iou_rectifier", "must be in [0, 1]")

@@ -1,0 +1,337 @@
+"""Sparse 2D pillar tensors and sparse convolution with two interchangeable backends.
+
+:class:`SparseTensor` holds the active sites of a BEV pillar grid: ``features (P, C)`` and
+``indices (P, 3)`` = (batch, y, x) int64 on a grid of ``spatial_shape`` = (H, W).
+
+:class:`SparseConv2d` is one module (submanifold 3x3 or strided regular sparse conv) with one
+weight layout, spconv's ``(Cout, kh, kw, Cin)``, and two backends:
+
+* ``"torch"``: plain torch. Active sites are hashed to int64 keys ``(b*H + y)*W + x``; a
+  neighbour table ``(P_out, kh*kw)`` is found by key lookup (a dense key -> row table on small
+  grids, sorted keys + ``searchsorted`` on large ones) and turned into a rulebook of
+  (input, output) pairs per kernel tap; the pairs' features are gathered with ``index_select``,
+  multiplied by that tap's weight (one GEMM per tap, batched in one ``bmm``; the submanifold
+  centre tap is a plain GEMM without gather) and scattered with ``index_add``. Work follows the
+  actual neighbour pairs, which matters for radar (isolated pillars have few neighbours). Equal
+  to ``F.conv2d`` on the densified input at the active output sites. CPU and CUDA, forward and
+  backward.
+* ``"spconv"``: spconv 2.x ``SubMConv2d`` / ``SparseConv2d``, ``algo=ConvAlgo.Native`` on CPU
+  (strided convs race with more than one torch thread otherwise), spconv's default on CUDA.
+  spconv's backward calls ``torch.cuda`` before its CPU branch and fails on CPU-only torch, so
+  ``auto`` picks it only where CUDA is available.
+
+Both backends own the same ``weight``/``bias`` parameters, so checkpoints load in either.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BACKENDS = ("torch", "spconv")
+
+
+@dataclass
+class SparseTensor:
+    """Active sites of a (B, C, H, W) BEV grid.
+
+    ``features`` (P, C); ``indices`` (P, 3) int64 = (batch, y, x); ``spatial_shape`` (H, W);
+    ``cache`` holds neighbour tables shared by every tensor on the same sites (submanifold convs
+    keep the sites, so consecutive layers reuse the table).
+    """
+
+    features: Tensor
+    indices: Tensor
+    spatial_shape: tuple[int, int]
+    batch_size: int
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def replace_features(self, features: Tensor) -> SparseTensor:
+        """Same sites (and neighbour-table cache), new features (P, C')."""
+        return SparseTensor(features, self.indices, self.spatial_shape, self.batch_size, self.cache)
+
+    def keys(self) -> Tensor:
+        """int64 site keys ``(b*H + y)*W + x`` (P,)."""
+        return site_keys(self.indices, self.spatial_shape)
+
+    def dense(self) -> Tensor:
+        """Densify to (B, C, H, W) by scattering the features (zeros elsewhere)."""
+        h, w = self.spatial_shape
+        c = self.features.shape[1]
+        flat = self.features.new_zeros(self.batch_size * h * w, c)
+        flat = flat.index_copy(0, self.keys(), self.features)
+        return flat.view(self.batch_size, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+def site_keys(indices: Tensor, spatial_shape: tuple[int, int]) -> Tensor:
+    """int64 keys ``(b*H + y)*W + x`` of (P, 3) (batch, y, x) indices."""
+    h, w = spatial_shape
+    idx = indices.long()
+    return (idx[:, 0] * h + idx[:, 1]) * w + idx[:, 2]
+
+
+def _kernel_offsets(k: int, device: torch.device) -> Tensor:
+    """(k*k, 2) kernel offsets (ky, kx), ky major (the order of the weight's (kh, kw) dims)."""
+    r = torch.arange(k, device=device)
+    return torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+#: Grids with at most this many cells (batch included) use a dense int32 key -> row lookup
+#: table (O(1) gathers); larger ones use sort + searchsorted (O(log P), no grid-sized allocation).
+DENSE_LOOKUP_MAX_CELLS = 1 << 23
+
+
+def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None = None) -> Tensor:
+    """Row of each query key in ``keys`` (unique int64, any order), or -1 where absent.
+
+    ``queries`` must lie in [0, n_cells). ``dense``: force the lookup strategy (None = by size).
+    """
+    p = keys.shape[0]
+    if p == 0:
+        return torch.full_like(queries, -1)
+    if dense if dense is not None else n_cells <= DENSE_LOOKUP_MAX_CELLS:
+        table = torch.full((n_cells,), -1, dtype=torch.int32, device=keys.device)
+        table[keys] = torch.arange(p, dtype=torch.int32, device=keys.device)
+        return table[queries].long()
+    sorted_keys, order = torch.sort(keys)
+    pos = torch.searchsorted(sorted_keys, queries).clamp_(max=p - 1)
+    return torch.where(sorted_keys[pos] == queries, order[pos], torch.full_like(pos, -1))
+
+
+def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: int, out_indices: Tensor,
+                     k: int, stride: int, padding: int) -> Tensor:
+    """Input row feeding output site o through kernel tap (ky, kx), or -1 where none.
+
+    Input position of tap (ky, kx) at output (y, x) is (y*s - p + ky, x*s - p + kx) (F.conv2d's
+    cross-correlation). Returns (P_out, k*k) int64.
+    """
+    h, w = in_shape
+    off = _kernel_offsets(k, in_indices.device)                        # (K, 2)
+    yx = out_indices[:, None, 1:] * stride - padding + off[None]       # (P_out, K, 2)
+    y, x = yx[..., 0], yx[..., 1]
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    nkeys = torch.where(inside, (out_indices[:, None, 0] * h + y) * w + x, 0)
+    rows = lookup_rows(site_keys(in_indices, in_shape), nkeys, batch_size * h * w)
+    return torch.where(inside, rows, -1)
+
+
+def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, stride: int,
+                       padding: int) -> tuple[Tensor, tuple[int, int]]:
+    """Active output sites of a regular (non-submanifold) conv: every output position whose
+    receptive field holds an active input. Returns sorted (P_out, 3) indices and (H_out, W_out)."""
+    h, w = in_shape
+    ho = (h + 2 * padding - k) // stride + 1
+    wo = (w + 2 * padding - k) // stride + 1
+    off = _kernel_offsets(k, indices.device)
+    num = indices[:, None, 1:] + padding - off[None]                   # (P, K, 2) = o * s
+    o = torch.div(num, stride, rounding_mode="floor")
+    ok = (num % stride == 0).all(-1) & (o[..., 0] >= 0) & (o[..., 0] < ho) & (o[..., 1] >= 0) \
+        & (o[..., 1] < wo)
+    b = indices[:, None, 0].expand_as(ok)
+    keys = torch.unique(((b * ho + o[..., 0]) * wo + o[..., 1])[ok])
+    out = torch.stack((keys // (ho * wo), (keys // wo) % ho, keys % wo), dim=1)
+    return out, (ho, wo)
+
+
+@dataclass(frozen=True)
+class Rulebook:
+    """Gather/GEMM/scatter plan of one conv on one site set.
+
+    The (input row -> output row) pairs of kernel tap ``taps[t]`` fill slots ``t*M .. t*M + n_t``
+    of ``gather_idx`` / ``scatter_idx`` (M = the largest pair count of a tap); unused slots gather
+    the appended zero row (index P_in) and scatter onto row 0, adding exact zeros. For a
+    submanifold conv the centre tap (identity) is left out (``centre`` = its index, else -1).
+    """
+
+    gather_idx: Tensor
+    scatter_idx: Tensor
+    taps: Tensor
+    max_pairs: int
+    centre: int
+    out_indices: Tensor
+    out_shape: tuple[int, int]
+
+
+def build_rulebook(indices: Tensor, spatial_shape: tuple[int, int], batch_size: int, k: int, stride: int,
+                   padding: int, subm: bool) -> Rulebook:
+    """Neighbour table (site-key lookup) -> per-tap pair lists, padded to a common length."""
+    if subm:
+        out_idx, out_shape = indices, spatial_shape
+    else:
+        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, k, stride, padding)
+    table = _neighbour_table(indices, spatial_shape, batch_size, out_idx, k, stride, padding)
+    table = table.t()                                                                 # (K, P_out)
+    centre = (k // 2) * k + k // 2 if subm else -1
+    taps = torch.arange(k * k, device=indices.device)
+    if centre >= 0:
+        taps = taps[taps != centre]
+        table = table[taps]
+    found = table >= 0
+    counts = found.sum(1)
+    m = int(counts.max()) if counts.numel() else 0
+    slot = (torch.cumsum(found, dim=1) - 1 + taps.new_tensor(range(len(taps)))[:, None] * m)[found]
+    gather = torch.full((len(taps) * m,), indices.shape[0], dtype=torch.int64, device=indices.device)
+    scatter = torch.zeros(len(taps) * m, dtype=torch.int64, device=indices.device)
+    gather[slot] = table[found]
+    scatter[slot] = found.nonzero()[:, 1]
+    return Rulebook(gather, scatter, taps, m, centre, out_idx, out_shape)
+
+
+def torch_sparse_conv(x: SparseTensor, weight: Tensor, bias: Tensor | None, stride: int,
+                      padding: int, subm: bool) -> SparseTensor:
+    """Plain-torch sparse conv; ``weight`` (Cout, k, k, Cin): gather the pairs of every tap, one
+    batched GEMM (a GEMM per tap), one ``index_add`` scatter; see the module docstring."""
+    k = weight.shape[1]
+    key = ("rulebook", k, stride, padding, subm)
+    rb = x.cache.get(key)
+    if rb is None:
+        rb = build_rulebook(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm)
+        x.cache[key] = rb
+    cout, cin = weight.shape[0], weight.shape[3]
+    w = weight.reshape(cout, k * k, cin)                                             # (Cout, K, Cin)
+    feats = x.features
+    if rb.centre >= 0:
+        out = feats @ w[:, rb.centre].t()
+    else:
+        out = feats.new_zeros(rb.out_indices.shape[0], cout)
+    if rb.max_pairs:
+        padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
+        cols = padded.index_select(0, rb.gather_idx).view(len(rb.taps), rb.max_pairs, cin)
+        prod = torch.bmm(cols, w[:, rb.taps].permute(1, 2, 0))                       # (K', M, Cout)
+        out = out.index_add(0, rb.scatter_idx, prod.reshape(-1, cout))
+    if bias is not None:
+        out = out + bias
+    if subm:
+        return x.replace_features(out)
+    cache = x.cache.setdefault(("out_cache", k, stride, padding), {})
+    return SparseTensor(out, rb.out_indices, rb.out_shape, x.batch_size, cache)
+
+
+# ------------------------------------------------------------------------------------------
+# spconv backend
+
+
+@functools.lru_cache(maxsize=1)
+def spconv_status() -> tuple[bool, str]:
+    """(usable, reason): spconv imports and its forward runs on this machine."""
+    try:
+        import spconv.pytorch as spconv  # noqa: F401
+    except Exception as e:  # ImportError, OSError (missing CUDA libs), ...
+        return False, f"spconv not importable: {type(e).__name__}: {e}"
+    return True, "spconv importable"
+
+
+def spconv_backward_ok() -> bool:
+    """spconv backward needs CUDA-enabled torch (CPU-only torch: AssertionError in backward)."""
+    return torch.cuda.is_available()
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> ``spconv`` where CUDA torch and spconv work, else ``torch``."""
+    if name == "auto":
+        return "spconv" if spconv_backward_ok() and spconv_status()[0] else "torch"
+    if name not in BACKENDS:
+        raise ValueError(f"sparse backend must be auto|torch|spconv, got {name!r}")
+    if name == "spconv" and not spconv_status()[0]:
+        raise RuntimeError(f"sparse_backend 'spconv' unavailable ({spconv_status()[1]}); "
+                           "install spconv (e.g. spconv-cu120) or use sparse_backend: torch")
+    return name
+
+
+def _spconv_forward(conv: SparseConv2d, x: SparseTensor) -> SparseTensor:
+    import spconv.pytorch as spconv
+    from spconv.core import ConvAlgo
+
+    if x.features.device.type == "cpu" and torch.is_grad_enabled() and conv.weight.requires_grad \
+            and not torch.cuda.is_available():
+        raise RuntimeError("spconv backward fails on CPU-only torch; use sparse_backend 'torch' "
+                           "for training, or run under torch.no_grad()")
+    cls = spconv.SubMConv2d if conv.subm else spconv.SparseConv2d
+    # Native on CPU (the other algorithms race / are GPU-only there); spconv's default on CUDA.
+    algo = ConvAlgo.Native if x.features.device.type == "cpu" else None
+    impl = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+               padding=conv.padding, bias=conv.bias is not None, algo=algo,
+               indice_key=f"subm{conv.kernel_size}" if conv.subm else None)
+    # Share our parameters (not registered as a submodule: the state dict stays ours).
+    del impl.weight
+    impl.weight = conv.weight
+    if conv.bias is not None:
+        del impl.bias
+        impl.bias = conv.bias
+    impl.train(conv.training)
+    st = spconv.SparseConvTensor(x.features.contiguous(), x.indices.int().contiguous(),
+                                 list(x.spatial_shape), x.batch_size)
+    st.indice_dict = x.cache.setdefault("spconv", {}) if conv.subm else {}
+    out = impl(st)
+    if conv.subm:
+        x.cache["spconv"].update(out.indice_dict)
+        return x.replace_features(out.features)
+    shape = tuple(int(s) for s in out.spatial_shape)
+    return SparseTensor(out.features, out.indices.long(), shape, x.batch_size)
+
+
+# ------------------------------------------------------------------------------------------
+# module
+
+
+class SparseConv2d(nn.Module):
+    """Sparse 2D convolution, weight (Cout, k, k, Cin) (spconv layout), backend-independent.
+
+    ``subm=True``: submanifold conv (stride 1, padding k//2; output sites = input sites).
+    ``subm=False``: regular sparse conv; output sites = every position whose receptive field
+    holds an active input (spconv ``SparseConv2d``), shape as F.conv2d(stride, padding).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, subm: bool = False, bias: bool = False, backend: str = "torch"):
+        super().__init__()
+        if subm and (stride != 1 or padding != kernel_size // 2):
+            raise ValueError("submanifold conv needs stride 1 and padding kernel_size // 2")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.subm = kernel_size, stride, padding, subm
+        self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, in_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.backend = resolve_backend(backend)
+        fan_in = in_channels * kernel_size * kernel_size
+        nn.init.kaiming_uniform_(self.weight.view(out_channels, -1), a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, s={self.stride}, "
+                f"p={self.padding}, subm={self.subm}, backend={self.backend}")
+
+    def conv2d_weight(self) -> Tensor:
+        """The same weight in F.conv2d layout (Cout, Cin, k, k)."""
+        return self.weight.permute(0, 3, 1, 2)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if self.backend == "spconv":
+            return _spconv_forward(self, x)
+        return torch_sparse_conv(x, self.weight, self.bias, self.stride, self.padding, self.subm)
+
+
+def set_sparse_backend(module: nn.Module, backend: str) -> None:
+    """Switch every :class:`SparseConv2d` in ``module`` to ``backend`` (weights unchanged)."""
+    name = resolve_backend(backend)
+    for m in module.modules():
+        if isinstance(m, SparseConv2d):
+            m.backend = name
+
+
+class SparseBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the active sites' features (P, C)."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace_features(super().forward(x.features))
+
+
+def sparse_relu(x: SparseTensor) -> SparseTensor:
+    """ReLU on the active sites."""
+    return x.replace_features(F.relu(x.features))

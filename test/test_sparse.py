@@ -1,0 +1,171 @@
+"""Sparse conv backends against a dense F.conv2d reference, and pillarisation by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from radardistill_ros.config import load_config
+from radardistill_ros.model import sparse as sp
+from radardistill_ros.model.backbone import SparseEncoder
+from radardistill_ros.model.pillars import pillarize
+from radardistill_ros.model.sparse import SparseConv2d, SparseTensor, set_sparse_backend
+
+CASES = [  # (subm, stride, padding)
+    (True, 1, 1),
+    (False, 2, 1),
+]
+
+
+def random_sparse(batch: int = 2, shape: tuple[int, int] = (13, 11), sites: int = 45, channels: int = 4,
+                  seed: int = 0) -> SparseTensor:
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape
+    keys = torch.randperm(batch * h * w, generator=g)[:sites]
+    idx = torch.stack((keys // (h * w), (keys // w) % h, keys % w), dim=1)
+    return SparseTensor(torch.randn(sites, channels, generator=g), idx, shape, batch)
+
+
+def dense_reference(x: SparseTensor, conv: SparseConv2d, out: SparseTensor) -> torch.Tensor:
+    """F.conv2d on the densified input, read at ``out``'s active sites: (P_out, Cout)."""
+    ref = F.conv2d(x.dense(), conv.conv2d_weight(), conv.bias, stride=conv.stride, padding=conv.padding)
+    i = out.indices
+    return ref.permute(0, 2, 3, 1)[i[:, 0], i[:, 1], i[:, 2]]
+
+
+def expected_out_sites(x: SparseTensor, conv: SparseConv2d) -> set[tuple[int, int, int]]:
+    """Regular conv: output sites whose receptive field holds an active input (dense max-pool)."""
+    occ = torch.zeros(x.batch_size, 1, *x.spatial_shape)
+    occ[x.indices[:, 0], 0, x.indices[:, 1], x.indices[:, 2]] = 1.0
+    hit = F.conv2d(occ, torch.ones(1, 1, conv.kernel_size, conv.kernel_size), stride=conv.stride,
+                   padding=conv.padding)[:, 0] > 0
+    return {tuple(v) for v in hit.nonzero().tolist()}
+
+
+@pytest.mark.parametrize("dense_lookup", [True, False])
+@pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
+def test_torch_backend_matches_dense_conv(subm: bool, stride: int, padding: int, dense_lookup: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sp, "DENSE_LOOKUP_MAX_CELLS", 1 << 30 if dense_lookup else 0)
+    torch.manual_seed(0)
+    x = random_sparse()
+    conv = SparseConv2d(4, 5, 3, stride, padding, subm=subm, bias=True, backend="torch")
+    y = conv(x)
+    if subm:
+        assert torch.equal(y.indices, x.indices) and y.spatial_shape == x.spatial_shape
+    else:
+        assert {tuple(v) for v in y.indices.tolist()} == expected_out_sites(x, conv)
+        assert y.spatial_shape == (7, 6)
+    torch.testing.assert_close(y.features, dense_reference(x, conv, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
+def test_torch_backend_gradients_match_dense_conv(subm: bool, stride: int, padding: int) -> None:
+    torch.manual_seed(1)
+    x = random_sparse(seed=1)
+    x.features.requires_grad_(True)
+    conv = SparseConv2d(4, 3, 3, stride, padding, subm=subm, bias=True)
+    y = conv(x)
+    r = torch.randn_like(y.features)
+    grads = torch.autograd.grad((y.features * r).sum(), (x.features, conv.weight, conv.bias))
+    ref = dense_reference(x, conv, y)
+    ref_grads = torch.autograd.grad((ref * r).sum(), (x.features, conv.weight, conv.bias))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_and_isolated_sites() -> None:
+    conv = SparseConv2d(2, 3, 3, 2, 1, subm=False)
+    empty = SparseTensor(torch.zeros(0, 2), torch.zeros(0, 3, dtype=torch.int64), (8, 8), 1)
+    out = conv(empty)
+    assert out.features.shape == (0, 3) and out.spatial_shape == (4, 4)
+    assert out.dense().shape == (1, 3, 4, 4)
+    sub = SparseConv2d(2, 3, 3, 1, 1, subm=True)
+    one = SparseTensor(torch.ones(1, 2), torch.tensor([[0, 3, 3]]), (8, 8), 1)
+    torch.testing.assert_close(sub(one).features, torch.ones(1, 2) @ sub.weight[:, 1, 1].t())
+
+
+def _spconv_skip_reason() -> str | None:
+    ok, why = sp.spconv_status()
+    if not ok:
+        return why
+    try:
+        conv = SparseConv2d(2, 2, 3, 1, 1, subm=True, backend="spconv")
+        with torch.no_grad():
+            conv(random_sparse(1, (5, 5), 4, 2))
+    except Exception as e:  # any failure means "cannot run here"
+        return f"spconv forward fails here: {type(e).__name__}: {e}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def spconv_ready() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reason = _spconv_skip_reason()
+    if reason is not None:
+        print(f"skipping spconv comparison: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
+def test_spconv_backend_matches_torch_backend(spconv_ready: None, subm: bool, stride: int,
+                                              padding: int) -> None:
+    """Forward only on CPU (spconv backward needs CUDA torch); 2 threads (the race case)."""
+    torch.manual_seed(2)
+    x = random_sparse(seed=2)
+    a = SparseConv2d(4, 5, 3, stride, padding, subm=subm, bias=True, backend="torch")
+    b = SparseConv2d(4, 5, 3, stride, padding, subm=subm, bias=True, backend="spconv")
+    b.load_state_dict(a.state_dict())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            ya, yb = a(x), b(x)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(yb.dense(), ya.dense(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ya.features, dense_reference(x, a, ya), rtol=1e-5, atol=1e-5)
+
+
+def test_spconv_and_torch_encoders_share_checkpoints(spconv_ready: None) -> None:
+    torch.manual_seed(3)
+    enc = SparseEncoder((8, 8, 16, 16), (1, 1, 1, 1), backend="torch").eval()
+    x = random_sparse(2, (32, 32), 120, 8, seed=3)
+    other = SparseEncoder((8, 8, 16, 16), (1, 1, 1, 1), backend="spconv").eval()
+    other.load_state_dict(enc.state_dict(), strict=True)
+    with torch.no_grad():
+        ref = enc(x)
+        got = other(x)
+        set_sparse_backend(enc, "spconv")
+        switched = enc(x)
+    assert ref.shape == (2, 16, 4, 4)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(switched, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only torch behaviour")
+def test_backend_auto_is_torch_on_cpu_only_torch_and_spconv_training_refused(spconv_ready: None) -> None:
+    assert sp.resolve_backend("auto") == "torch"
+    conv = SparseConv2d(4, 4, 3, 1, 1, subm=True, backend="spconv")
+    with pytest.raises(RuntimeError, match="backward fails on CPU-only torch"):
+        conv(random_sparse())
+
+
+def test_pillarize_by_hand() -> None:
+    grid = load_config("paper").grid                     # 0.075 m pillars from (-54, -54), 1440^2
+    pts = torch.tensor([
+        [0, 0.01, 0.02, 0.0, 1, 0, 0],      # pillar (ix 720, iy 720)
+        [0, 0.07, 0.07, 1.0, 2, 0, 0],      # same pillar
+        [1, -54.0, 53.99, 0.0, 3, 0, 0],    # batch 1, pillar (0, 1439)
+        [0, 60.0, 0.0, 0.0, 4, 0, 0],       # out of x range: dropped
+        [0, 0.0, 0.0, 9.0, 5, 0, 0],        # above z range: dropped
+    ])
+    p = pillarize(pts, grid, batch_size=2)
+    assert p.grid == (1440, 1440)
+    assert p.coords.tolist() == [[0, 720, 720], [1, 1439, 0]]
+    assert p.point_pillar.tolist() == [0, 0, 1]
+    assert p.points[:, 4].tolist() == [1, 2, 3]
