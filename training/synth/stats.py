@@ -2,15 +2,18 @@
 
 At each key frame (reference: the ego frame at the LIDAR_TOP key timestamp):
 
-* pillar ratio: non-empty pillars of the 5 radars x 6 sweeps over those of LIDAR_TOP x 10 sweeps,
-  both accumulated with the ego poses only (no v*dt shift; the official accumulator lives in
-  ``radardistill_ros/sweeps.py``), inside x, y in [-54, 54] m and z in the RadarDistill range
-  [-5, 3] m of the LIDAR_TOP frame (ego z in [-3.16, 4.84] m). Reported for 0.075 m pillars and
-  for 0.6 m BEV cells (the pillar grid at the backbone's output stride 8); the bound on the paper's
-  ~11 % is checked on the latter (see :data:`PILLAR_RATIO_BOUNDS`).
+* pillar ratio: non-empty 0.075 m pillars of the 5 radars x 6 sweeps over those of LIDAR_TOP x
+  10 sweeps, both accumulated in the key frame's ego frame by the project's accumulator
+  (:class:`radardistill_ros.sweeps.SweepAccumulator`: radar with its v*dt shift, no radar filters),
+  inside x, y in [-54, 54] m and z in the RadarDistill range [-5, 3] m of the LIDAR_TOP frame (ego z
+  in [-3.16, 4.84] m). The bound on the paper's ~11 % is checked there (see
+  :data:`PILLAR_RATIO_BOUNDS`); the ratio of 0.6 m BEV cells (the pillar grid at the backbone's
+  output stride 8) is reported as extra information.
 * radar returns per annotated object: ``num_radar_pts`` of the annotations (5 key radar sweeps).
 * false-positive share: points of the 5 key radar sweeps inside no annotated box, the boxes moved
-  to each sweep's time with the devkit's ``box_velocity``; no radar filters applied.
+  to each sweep's time with the devkit's ``box_velocity``; no radar filters applied. Like real
+  nuScenes radar (unfiltered ARS 408 clusters: mostly static environment, clutter and ghosts) this
+  is the large majority of the points.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from radardistill_ros.conventions import CATEGORY_TO_CLASS, LIDAR_CHANNEL, RADAR_CHANNELS
+from radardistill_ros.sweeps import Sweep, SweepAccumulator
 from training.synth.writer import read_radar_pcd
 
 LIDAR_SWEEPS = 10
@@ -27,12 +31,14 @@ RADAR_SWEEPS = 6
 XY_RANGE = 54.0  #: [m]
 Z_RANGE_EGO = (-5.0 + 1.84, 3.0 + 1.84)  #: [m], the LIDAR_TOP z range [-5, 3] in the ego frame
 
-#: Acceptance bounds of :func:`check_stats`. The pillar-ratio bound (the paper's ~11 %) is checked on
-#: the 0.6 m BEV cells (0.075 m pillars at the backbone's output stride 8): at 0.075 m itself any
-#: ARS 408-like radar (tens of clusters per sweep) against a 32-beam LiDAR (~20k points per sweep,
-#: 10 sweeps) stays near 1 %, and reaching 5 % there would need ~10x the radar's real cluster count.
+#: Acceptance bounds of :func:`check_stats`. Pillar ratio: the issue's 5-20 % around the paper's
+#: ~11 %, at 0.075 m pillars. False-positive share (key radar points inside no annotated box): at
+#: least 10 % (a visible share, the issue's demand); at most 95 % so that objects still return
+#: something. Real unfiltered nuScenes radar is dominated by the static background (buildings,
+#: parked infrastructure, kerbs, vegetation) plus clutter and ghosts, so the share is typically
+#: 70-90 %, far above the 10-40 % a world with only object returns would give.
 PILLAR_RATIO_BOUNDS = (0.05, 0.20)
-FP_SHARE_BOUNDS = (0.10, 0.40)
+FP_SHARE_BOUNDS = (0.10, 0.95)
 MIN_SHARE_0_5_RETURNS = 0.5
 
 
@@ -70,6 +76,14 @@ def _to_frame(nusc, sd: dict, pts: np.ndarray, ref_from_global: np.ndarray) -> n
     return pts @ m[:3, :3].T + m[:3, 3]
 
 
+def _sweep(nusc, sd: dict, points: np.ndarray) -> Sweep:
+    """A :class:`~radardistill_ros.sweeps.Sweep` of a sample_data record's points (sensor frame)."""
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    return Sweep(points=points, timestamp=sd["timestamp"] * 1e-6, T_ego_from_sensor=_pose(cs),
+                 T_global_from_ego=_pose(pose), sensor=sd["channel"])
+
+
 def _cells(pts: np.ndarray, size: float) -> set[tuple[int, int]] | np.ndarray:
     ok = ((np.abs(pts[:, 0]) < XY_RANGE) & (np.abs(pts[:, 1]) < XY_RANGE)
           & (pts[:, 2] >= Z_RANGE_EGO[0]) & (pts[:, 2] <= Z_RANGE_EGO[1]))
@@ -92,7 +106,7 @@ def compute_stats(dataroot: str | Path, version: str = "v1.0-synth", max_samples
                   nusc=None) -> dict:
     """Radar-likeness statistics (see module doc) over all or ``max_samples`` evenly spread key frames.
 
-    Returns a JSON-serialisable dict: ``pillar_ratio`` (0.075 m pillars), ``bev_cell_ratio`` (0.6 m),
+    Returns a JSON-serialisable dict: ``pillar_ratio`` (0.075 m pillars, checked), ``bev_cell_ratio`` (0.6 m),
     ``radar_pillars`` / ``lidar_pillars`` (means per key frame), ``share_objects_0_5_returns``,
     ``radar_returns_hist`` (objects with 0, 1, 2, 3-5, 6-10, >10 returns), ``fp_share``,
     ``radar_points_per_sweep``, ``lidar_points_per_sweep``, ``annotations_per_sample``,
@@ -116,13 +130,13 @@ def compute_stats(dataroot: str | Path, version: str = "v1.0-synth", max_samples
     for sample in samples:
         lidar_sd = nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
         ref_pose = _pose(nusc.get("ego_pose", lidar_sd["ego_pose_token"]))
-        ref_from_global = np.linalg.inv(ref_pose)
-        lidar_pts = []
+        t_ref = lidar_sd["timestamp"] * 1e-6
+        lidar_acc = SweepAccumulator(LIDAR_SWEEPS, kind="lidar")
         for sd in _sweeps(nusc, lidar_sd["token"], LIDAR_SWEEPS):
             raw = np.fromfile(root / sd["filename"], dtype=np.float32).reshape(-1, 5)
             lidar_counts.append(len(raw))
-            lidar_pts.append(_to_frame(nusc, sd, raw[:, :3].astype(np.float64), ref_from_global))
-        lidar_all = np.concatenate(lidar_pts)
+            lidar_acc.add(_sweep(nusc, sd, raw[:, :4]))
+        lidar_all = lidar_acc.accumulate(ref_pose, t_ref)[:, :3]
         # Annotated boxes (global) with velocities.
         boxes = []
         for tok in sample["anns"]:
@@ -134,21 +148,21 @@ def compute_stats(dataroot: str | Path, version: str = "v1.0-synth", max_samples
             cls = CATEGORY_TO_CLASS.get(ann["category_name"], "other")
             class_counts[cls] = class_counts.get(cls, 0) + 1
             n_ann += 1
-        radar_pts = []
+        radar_acc = SweepAccumulator(RADAR_SWEEPS, kind="radar")
         for ch in RADAR_CHANNELS:
             for i, sd in enumerate(_sweeps(nusc, sample["data"][ch], RADAR_SWEEPS)):
                 rec = read_radar_pcd(root / sd["filename"])
                 rec = rec[np.isfinite(rec["x"])]
                 xyz = np.column_stack([rec["x"], rec["y"], rec["z"]]).astype(np.float64)
                 radar_counts.append(len(rec))
-                radar_pts.append(_to_frame(nusc, sd, xyz, ref_from_global))
+                radar_acc.add(_sweep(nusc, sd, rec))
                 if i == 0:
                     dt = (sd["timestamp"] - sample["timestamp"]) * 1e-6
                     g = _to_frame(nusc, sd, xyz, np.eye(4))
                     moved = [(c + v * dt, r, wlh) for c, r, wlh, v in boxes]
                     n_fp += int((~_inside_any(g, moved)).sum())
                     n_radar_key += len(rec)
-        radar_all = np.concatenate(radar_pts) if radar_pts else np.zeros((0, 3))
+        radar_all = radar_acc.accumulate(ref_pose, t_ref)[:, :3]
         rp, lp = len(_cells(radar_all, 0.075)), len(_cells(lidar_all, 0.075))
         rc, lc = len(_cells(radar_all, 0.6)), len(_cells(lidar_all, 0.6))
         r_pillars.append(rp)
@@ -184,8 +198,9 @@ def check_stats(stats: dict) -> list[str]:
     """Violations of the radar-likeness bounds (empty when all hold)."""
     bad = []
     lo, hi = PILLAR_RATIO_BOUNDS
-    if not lo <= stats["bev_cell_ratio"] <= hi:
-        bad.append(f"radar/LiDAR non-empty BEV cell ratio {stats['bev_cell_ratio']:.3f} outside [{lo}, {hi}]")
+    if not lo <= stats["pillar_ratio"] <= hi:
+        bad.append(f"radar/LiDAR non-empty 0.075 m pillar ratio {stats['pillar_ratio']:.3f} "
+                   f"outside [{lo}, {hi}]")
     lo, hi = FP_SHARE_BOUNDS
     if not lo <= stats["fp_share"] <= hi:
         bad.append(f"false-positive share {stats['fp_share']:.3f} outside [{lo}, {hi}]")
@@ -202,10 +217,10 @@ def format_stats(stats: dict) -> str:
         f"points per sweep: LiDAR {stats['lidar_points_per_sweep']:.0f}, "
         f"radar {stats['radar_points_per_sweep']:.1f} (per radar)",
         f"non-empty 0.075 m pillars: radar (5x6 sweeps) {stats['radar_pillars']:.0f}, LiDAR (10 sweeps) "
-        f"{stats['lidar_pillars']:.0f} -> ratio {100 * stats['pillar_ratio']:.1f}%",
-        f"non-empty 0.6 m BEV cells (stride 8): radar {stats['radar_bev_cells']:.0f}, "
-        f"LiDAR {stats['lidar_bev_cells']:.0f} -> ratio {100 * stats['bev_cell_ratio']:.1f}% "
+        f"{stats['lidar_pillars']:.0f} -> ratio {100 * stats['pillar_ratio']:.1f}% "
         f"(bounds {100 * PILLAR_RATIO_BOUNDS[0]:.0f}-{100 * PILLAR_RATIO_BOUNDS[1]:.0f}%)",
+        f"non-empty 0.6 m BEV cells (stride 8, information only): radar {stats['radar_bev_cells']:.0f}, "
+        f"LiDAR {stats['lidar_bev_cells']:.0f} -> ratio {100 * stats['bev_cell_ratio']:.1f}%",
         f"radar returns per object (5 key sweeps): {stats['radar_returns_hist']}, "
         f"{100 * stats['share_objects_0_5_returns']:.0f}% have 0-5, "
         f"mean {stats['mean_returns_per_object']:.2f}",

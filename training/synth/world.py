@@ -25,7 +25,12 @@ Population (sizes jittered +-8 % around the nuScenes class means):
 * construction zones (75 % / 30 % of scenes have a first / second one): a line of barriers, a
   taper of cones, a construction vehicle, construction workers; stray cones and barriers at kerbs;
 * structures (not annotated): street-light poles, buildings or walls per side, sometimes a median
-  guard rail; walls and rails also mirror radar returns.
+  guard rail; walls and rails also mirror radar returns;
+* radar scatterers (not annotated, no LiDAR geometry): fixed sub-box-scale point scatterers of
+  the static environment that dominate a real ARS 408's output (:func:`make_scatterers`): kerb
+  stones and drain grates along the kerbs, street furniture (sign posts, bollards, bins,
+  hydrants, bike racks) at the kerb side of the sidewalk, fences / hedges / gates at its back and
+  vegetation (bushes, trees) beyond it where no buildings stand.
 """
 
 from __future__ import annotations
@@ -168,6 +173,24 @@ class Structures:
     yaw: np.ndarray  # (M,) [rad]
     wlh: np.ndarray  # (M, 3) [m]
     refl: np.ndarray  # (M,) LiDAR reflectivity 0-255
+    styles: tuple[str, str] = ("open", "open")  # roadside style per side (right, left)
+
+
+@dataclass
+class Scatterers:
+    """Fixed radar point scatterers of the static environment (global frame, see :func:`make_scatterers`)."""
+
+    xy: np.ndarray  # (S, 2) [m]
+    rcs: np.ndarray  # (S,) mean radar cross-section [dBsm]
+    p_detect: np.ndarray  # (S,) detection probability per sweep at short range, on boresight
+    spread: np.ndarray  # (S,) std [m] of the detected position (extended clutter has no fixed phase centre)
+
+    def __len__(self) -> int:
+        return len(self.rcs)
+
+
+def _no_scatterers() -> Scatterers:
+    return Scatterers(xy=np.zeros((0, 2)), rcs=np.zeros(0), p_detect=np.zeros(0), spread=np.zeros(0))
 
 
 @dataclass
@@ -179,6 +202,7 @@ class Scenario:
     actors: Actors
     structures: Structures
     wall_lines: list[float] = field(default_factory=list)  # lateral offsets d [m] of reflecting lines
+    scatterers: Scatterers = field(default_factory=_no_scatterers)  # radar-only static scatterers
 
     def boxes_at(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All boxes at time t [s]: centre xyz ``(K, 3)``, yaw ``(K,)``, wlh ``(K, 3)``, kind ``(K,)``.
@@ -451,6 +475,7 @@ def _make_structures(rng: np.random.Generator, road: Road, lo: float, hi: float
                      ) -> tuple[Structures, list[float]]:
     kinds, xys, yaws, wlhs, refls = [], [], [], [], []
     wall_lines: list[float] = []
+    styles: list[str] = []
 
     def box(kind: int, s: float, d: float, w: float, l: float, h: float, refl: float,
             yaw_off: float = 0.0) -> None:
@@ -465,6 +490,7 @@ def _make_structures(rng: np.random.Generator, road: Road, lo: float, hi: float
     for side in (-1, 1):
         edge = road.edge(side)
         style = _pick(rng, {"buildings": 0.7, "wall": 0.15, "open": 0.15})
+        styles.append(style)
         # Street lights at the kerb.
         for s in np.arange(lo + rng.uniform(0, 30), hi, rng.uniform(25.0, 40.0)):
             box(KIND_POLE, float(s), side * (edge + 0.35), 0.25, 0.25, 7.0, 45.0)
@@ -490,4 +516,50 @@ def _make_structures(rng: np.random.Generator, road: Road, lo: float, hi: float
     return (Structures(kind=np.array(kinds, dtype=np.int64),
                        xy=np.array(xys, dtype=np.float64).reshape(-1, 2),
                        yaw=np.array(yaws), wlh=np.array(wlhs, dtype=np.float64).reshape(-1, 3),
-                       refl=np.array(refls)), wall_lines)
+                       refl=np.array(refls), styles=(styles[0], styles[1])), wall_lines)
+
+
+#: Radar scatterer populations per roadside: (density per metre of road [1/m], scatterers per site,
+#: lateral band (from, to) [m] beyond the carriageway edge, RCS mean and std [dBsm], detection
+#: probability range, position spread [m], roadside styles it applies to). A site with several
+#: scatterers (a tree: trunk and branches) can give several returns in one sweep.
+SCATTERER_TYPES: tuple[tuple[float, int, tuple[float, float], float, float, tuple[float, float], float,
+                             tuple[str, ...]], ...] = (
+    (2.50, 1, (-0.05, 0.10), -7.0, 3.0, (0.25, 0.60), 0.05, ("buildings", "wall", "open")),  # kerbs, grates
+    (0.50, 1, (0.20, 0.90), 3.0, 4.0, (0.50, 0.95), 0.05, ("buildings", "wall", "open")),  # signs, bollards
+    (0.18, 5, (0.50, 1.10), 0.0, 4.0, (0.50, 0.90), 0.60, ("buildings", "wall")),  # street trees
+    (0.80, 1, (SIDEWALK + 0.05, SIDEWALK + 0.30), -4.0, 4.0, (0.25, 0.70), 0.30,
+     ("buildings",)),  # railings, gates, front gardens
+    (1.00, 1, (SIDEWALK + 0.05, SIDEWALK + 0.30), -3.0, 4.0, (0.25, 0.70), 0.50, ("open",)),  # fences, hedges
+    (0.80, 1, (SIDEWALK + 0.50, SIDEWALK + 20.0), -3.0, 4.0, (0.20, 0.70), 0.80, ("open",)),  # bushes, trees
+)
+
+
+def make_scatterers(rng: np.random.Generator, scn: Scenario) -> Scatterers:
+    """Radar point scatterers along both roadsides of a scenario (see :data:`SCATTERER_TYPES`).
+
+    Uses its own generator so that the scenario's actors and structures do not depend on it. The
+    LiDAR does not see them (sub-box-scale clutter; the LiDAR's ground and structures stand in).
+    """
+    road = scn.road
+    lo, hi = road.s[0] + 25.0, road.s[-1] - 25.0
+    xys, rcss, ps, spreads = [], [], [], []
+    for side_i, side in enumerate((-1, 1)):
+        style = scn.structures.styles[side_i]
+        edge = road.edge(side)
+        for density, per, (d0, d1), rcs_mu, rcs_sd, (p0, p1), spread, styles in SCATTERER_TYPES:
+            n = int(rng.poisson(density * (hi - lo)))
+            if style not in styles or n == 0:
+                continue
+            s = np.repeat(rng.uniform(lo, hi, n), per)
+            d = side * (edge + np.repeat(rng.uniform(d0, d1, n), per))
+            n *= per
+            xy, _ = road.to_global(s, d)
+            xys.append(xy)
+            rcss.append(rcs_mu + rcs_sd * rng.standard_normal(n))
+            ps.append(rng.uniform(p0, p1, n))
+            spreads.append(np.full(n, spread))
+    if not xys:
+        return _no_scatterers()
+    return Scatterers(xy=np.concatenate(xys), rcs=np.concatenate(rcss), p_detect=np.concatenate(ps),
+                      spread=np.concatenate(spreads))

@@ -9,6 +9,10 @@ a period of its sample). A non-key sweep's ``sample_token`` is the sample that f
 (nuScenes schema), the last sample for the few radar sweeps after it. Every sample_data has its
 own ego_pose (same token) at its timestamp.
 
+Radar sweeps see the actors, the static structures and the scene's fixed point scatterers
+(``Scenario.scatterers``, drawn from a fourth per-scene generator so that actors, structures and
+timestamps do not depend on them), see ``radar.py``.
+
 Annotations: actors whose centre is within 80 m of the ego at a key frame, in the global frame
 (size [w, l, h], rotation [w, x, y, z], nuScenes category and attribute names).
 ``num_lidar_pts`` counts points of the key LiDAR sweep inside the box, ``num_radar_pts`` points of
@@ -37,7 +41,7 @@ from radardistill_ros.conventions import CLASS_NAMES, LIDAR_CHANNEL, RADAR_CHANN
 from training.synth import lidar as lidar_mod
 from training.synth import radar as radar_mod
 from training.synth.rig import MOUNTS, rot2, sensor_pose, to_sensor, yaw_quaternion
-from training.synth.world import ATTRIBUTE_NAMES, STOPPED, Scenario, make_scenario
+from training.synth.world import ATTRIBUTE_NAMES, STOPPED, Scenario, make_scatterers, make_scenario
 
 TRAIN_SPLIT = "synth_train"
 VAL_SPLIT = "synth_val"
@@ -310,8 +314,8 @@ def _points_in_boxes_2d(pts: np.ndarray, z: np.ndarray, box_xy: np.ndarray, box_
 
 
 def _scene_rngs(seed: int, idx: int) -> tuple[np.random.Generator, ...]:
-    """Independent generators (world, LiDAR, radar) of scene ``idx``."""
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), idx]).spawn(3))
+    """Independent generators (world, LiDAR, radar, radar scatterers) of scene ``idx``."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), idx]).spawn(4))
 
 
 def n_samples_of(scene_seconds: float) -> int:
@@ -325,15 +329,18 @@ def scenario_for(seed: int, scene_index: int, scene_seconds: float) -> Scenario:
     Time 0 is the scene's first key frame. Actor ``a`` is the instance with token
     ``token(seed, "instance", scene_index, a)``.
     """
-    rng_world = _scene_rngs(seed, scene_index)[0]
-    return make_scenario(rng_world, (n_samples_of(scene_seconds) - 1) * 0.5, t_pre=PRE_ROLL_US * 1e-6)
+    rngs = _scene_rngs(seed, scene_index)
+    scn = make_scenario(rngs[0], (n_samples_of(scene_seconds) - 1) * 0.5, t_pre=PRE_ROLL_US * 1e-6)
+    scn.scatterers = make_scatterers(rngs[3], scn)
+    return scn
 
 
 def _generate_scene(out: Path, tables: _Tables, seed: int, idx: int, seconds: float, progress: bool) -> str:
     rows = tables.rows
-    rng_world, rng_lidar, rng_radar = _scene_rngs(seed, idx)
+    rng_world, rng_lidar, rng_radar, rng_scat = _scene_rngs(seed, idx)
     n_samples = n_samples_of(seconds)
     scn = make_scenario(rng_world, (n_samples - 1) * 0.5, t_pre=PRE_ROLL_US * 1e-6)
+    scn.scatterers = make_scatterers(rng_scat, scn)
     road_index = lidar_mod.RoadIndex(scn.road)
     name = f"synth-{idx:04d}"
     logfile = f"synth-s{int(seed)}-{idx:04d}"
@@ -453,8 +460,11 @@ def _generate_scene(out: Path, tables: _Tables, seed: int, idx: int, seconds: fl
             v_sensor = rot2(-s_yaw) @ (v_ego + omega * np.array([-lever[1], lever[0]]))
             vel = np.zeros((len(byaw), 2))
             vel[:n_act] = actors.velocity(scn.road, t) @ rot2(-s_yaw).T
+            scat = scn.scatterers
+            scat_xy = (scat.xy - s_xy) @ rot2(s_yaw)  # global -> sensor frame
             sweep = radar_mod.simulate(sxy, syaw, bwlh, bkind, vel, stopped, v_sensor, rng_radar,
-                                       _mirror_fn(scn, road_index, s_xy, s_yaw, float(scn.ego.s(t))))
+                                       _mirror_fn(scn, road_index, s_xy, s_yaw, float(scn.ego.s(t))),
+                                       scatterers=(scat_xy, scat.rcs, scat.p_detect, scat.spread))
             if j in key_set:
                 rec = sweep.records
                 pts = np.column_stack([rec["x"], rec["y"]]).astype(np.float64)
