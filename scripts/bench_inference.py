@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Per-stage latency of the radar student on each available inference backend.
+
+    .venv/bin/python scripts/bench_inference.py --variants lite paper --out results/bench_inference.json
+
+Stages per frame: pillarisation, VFE, sparse encoder (the torch front end, shared by every
+backend), dense part (stage 5 + CMA + DenseEnc + CenterHead) on each backend, decode. Input: a
+pool of synthetic nuScenes-like accumulated radar frames (5 radars x 6 sweeps, ~1.5k points over
++-54 m; ``export.check.synthetic_radar_points``), cycled. Weights: ``export.check.random_student``
+(random, head outputs scaled to a spread of scores; latency does not depend on the values except
+through the number of boxes decode/NMS sees, which this makes worst-case-like). Backends run
+interleaved on the same frames (torch eager, ONNX Runtime; on a CUDA machine also torch CUDA
+fp32/fp16/CUDA graphs), so the ORT/eager ratio is measured under the same load. Whole model =
+front end + dense + decode of the same frame (its p99 is over frames, not a sum of p99s).
+Prints a markdown table, writes JSON.
+
+On cores shared with other processes, torch's OpenMP threads spin-wait at every parallel region;
+when the cores are oversubscribed this makes eager torch (and decode, many small ops) several
+times slower. ``OMP_WAIT_POLICY=PASSIVE`` (set before the process starts) avoids it, as
+``allow_spinning=0`` does for ONNX Runtime; the value used is recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.check import random_student, synthetic_radar_points
+from export.onnx import export_onnx
+from radardistill_ros.backends import BackendUnavailable, create_backend
+from radardistill_ros.backends.torch_backend import TorchBackend
+from radardistill_ros.config import load_config
+from radardistill_ros.decode import decode
+from radardistill_ros.model.pillars import pillarize
+from radardistill_ros.model.sparse import SparseTensor
+
+FRONT_STAGES = ("pillarise", "vfe", "sparse_encoder")
+TARGETS = {"lite_cpu_whole_p99_ms": 50.0, "front_end_p99_ms": 10.0, "paper_gpu_whole_p99_ms": 5.0}
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "max_ms": float(a.max()), "runs": int(a.size)}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict[str, str]]:
+    """Available backends by label, and the skipped ones with the reason."""
+    backends = {"torch-cpu": TorchBackend(model.dense, cfg, device="cpu", num_threads=threads)}
+    skipped = {}
+    try:
+        backends["onnxruntime-cpu"] = create_backend("onnxruntime", cfg, onnx_path, num_threads=threads)
+    except BackendUnavailable as e:
+        skipped["onnxruntime-cpu"] = str(e)
+    gpu = [("torch-cuda-fp32", {}), ("torch-cuda-fp16", {"fp16": True}),
+           ("torch-cuda-fp16-graphs", {"fp16": True, "cuda_graphs": True})]
+    for label, kw in gpu:
+        try:
+            backends[label] = create_backend("torch", cfg, model.dense, device="cuda", num_threads=threads,
+                                             **kw)
+        except BackendUnavailable as e:
+            skipped[label] = str(e)
+    try:
+        backends["tensorrt-fp16"] = create_backend("tensorrt", cfg, onnx_path, device="cuda", fp16=True)
+    except BackendUnavailable as e:
+        skipped["tensorrt-fp16"] = str(e)
+    return backends, skipped
+
+
+@torch.inference_mode()
+def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path) -> dict:
+    cfg = load_config(name)
+    model = random_student(cfg, 0)
+    t0 = time.perf_counter()
+    onnx_path = export_onnx(model.dense, cfg, workdir / f"{name}.onnx", verbose=False)
+    export_s = time.perf_counter() - t0
+    backends, skipped = make_backends(cfg, model, onnx_path, threads)
+    clouds = [torch.from_numpy(synthetic_radar_points(1000 + i)) for i in range(pool)]
+    fe = model.front_end
+    # the split below is PillarFrontEnd.forward stage by stage; prove it is the same computation
+    p = pillarize(clouds[0], cfg.grid, 1)
+    split = fe.encoder(SparseTensor(fe.vfe(p), p.coords, p.grid, 1))
+    assert torch.equal(split, fe(clouds[0], 1))
+
+    times: dict[str, list[float]] = {s: [] for s in FRONT_STAGES}
+    for b in backends:
+        times[f"dense/{b}"], times[f"decode/{b}"], times[f"whole/{b}"] = [], [], []
+    n_points, n_pillars, n_dets = [], [], []
+    cpu: dict[str, list[float]] = {}  # process CPU time (all threads): load-independent work per frame
+    labels = list(backends)
+    for i in range(warmup + frames):
+        pts = clouds[i % pool]
+        c0, t0 = time.process_time(), time.perf_counter()
+        p = pillarize(pts, cfg.grid, 1)
+        t1 = time.perf_counter()
+        f = fe.vfe(p)
+        t2 = time.perf_counter()
+        x4 = fe.encoder(SparseTensor(f, p.coords, p.grid, 1))
+        t3, c3 = time.perf_counter(), time.process_time()
+        x = x4.numpy()
+        front = [t1 - t0, t2 - t1, t3 - t2]
+        order = labels if i % 2 == 0 else labels[::-1]  # alternate, so neither backend always runs first
+        per_backend = {}
+        for b in order:
+            q0, s0 = time.process_time(), time.perf_counter()
+            heads = backends[b].infer(x)
+            s1, q1 = time.perf_counter(), time.process_time()
+            dets = decode(heads, cfg.grid, cfg.post)[0]
+            s2, q2 = time.perf_counter(), time.process_time()
+            per_backend[b] = (s1 - s0, s2 - s1, len(dets.scores), q1 - q0, q2 - q1)
+        if i < warmup:
+            continue
+        for s, dt in zip(FRONT_STAGES, front):
+            times[s].append(dt * 1e3)
+        for b, (dd, dc, _, qd, qc) in per_backend.items():
+            times[f"dense/{b}"].append(dd * 1e3)
+            times[f"decode/{b}"].append(dc * 1e3)
+            times[f"whole/{b}"].append((sum(front) + dd + dc) * 1e3)
+            cpu.setdefault(f"dense/{b}", []).append(qd * 1e3)
+            cpu.setdefault(f"decode/{b}", []).append(qc * 1e3)
+            cpu.setdefault(f"whole/{b}", []).append((c3 - c0 + qd + qc) * 1e3)
+        times.setdefault("front_end", []).append(sum(front) * 1e3)
+        cpu.setdefault("front_end", []).append((c3 - c0) * 1e3)
+        n_points.append(len(pts))
+        n_pillars.append(int(p.coords.shape[0]))
+        n_dets.append(per_backend[labels[0]][2])
+    res = {"variant": name, "digest": cfg.digest(), "frames": frames, "warmup": warmup, "export_s": export_s,
+           "onnx_mib": onnx_path.stat().st_size / 2**20, "x_conv4_shape": list(x4.shape),
+           "params_dense": sum(q.numel() for q in model.dense.parameters()),
+           "points_mean": float(np.mean(n_points)), "pillars_mean": float(np.mean(n_pillars)),
+           "detections_mean": float(np.mean(n_dets)),
+           "stages": {k: stats(v) for k, v in times.items()},
+           "cpu_time": {k: stats(v) for k, v in cpu.items()}, "skipped": skipped}
+    if "onnxruntime-cpu" in backends:
+        st = res["stages"]
+        res["ort_over_torch"] = {
+            "dense_p50": st["dense/onnxruntime-cpu"]["p50_ms"] / st["dense/torch-cpu"]["p50_ms"],
+            "whole_p50": st["whole/onnxruntime-cpu"]["p50_ms"] / st["whole/torch-cpu"]["p50_ms"]}
+    return res
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| variant | stage | backend | p50 ms | p99 ms | CPU ms p50 (all threads) | runs |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for key, s in r["stages"].items():
+            stage, _, backend = key.partition("/")
+            c = r["cpu_time"].get(key)
+            cpu_p50 = f"{c['p50_ms']:.1f}" if c else "-"
+            lines.append(f"| {r['variant']} | {stage} | {backend or 'torch (shared)'} | {s['p50_ms']:.2f} "
+                         f"| {s['p99_ms']:.2f} | {cpu_p50} | {s['runs']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", nargs="+", default=["lite", "paper"])
+    ap.add_argument("--frames", type=int, default=300, help="timed frames for lite (and other variants)")
+    ap.add_argument("--paper-frames", type=int, default=10, help="timed frames for paper (slow on CPU)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--pool", type=int, default=20, help="distinct synthetic frames, cycled")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="results/bench_inference.json")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    env = {"machine": f"{cpu_name()}, {os.cpu_count()} cores visible, {platform.platform()}",
+           "threads": args.threads, "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": os.getloadavg()}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        env["onnxruntime"] = None
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+        for v in args.variants:
+            frames = args.paper_frames if v == "paper" else args.frames
+            warmup = min(args.warmup, 2) if v == "paper" else args.warmup
+            print(f"[bench] {v}: {frames} frames ...", file=sys.stderr, flush=True)
+            results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp)))
+    env["loadavg_end"] = os.getloadavg()
+    checks = {}
+    for r in results:
+        st = r["stages"]
+        checks[f"{r['variant']}_front_end_p99_ms"] = st["front_end"]["p99_ms"]
+        for b in ("torch-cpu", "onnxruntime-cpu"):
+            if f"whole/{b}" in st:
+                checks[f"{r['variant']}_whole_{b}_p99_ms"] = st[f"whole/{b}"]["p99_ms"]
+    out = {"env": env, "targets": TARGETS, "measured": checks, "results": results}
+    print(table(results))
+    print()
+    for r in results:
+        if "ort_over_torch" in r:
+            o = r["ort_over_torch"]
+            print(f"{r['variant']}: ORT / eager torch p50: dense {o['dense_p50']:.2f}, "
+                  f"whole {o['whole_p50']:.2f}; export {r['export_s']:.1f} s; {r['points_mean']:.0f} points, "
+                  f"{r['pillars_mean']:.0f} pillars, {r['detections_mean']:.0f} detections per frame")
+        for b, why in r["skipped"].items():
+            print(f"{r['variant']}: skipped {b}: {why}")
+    print(f"machine: {env['machine']}; load average start {env['loadavg_start']} end {env['loadavg_end']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
