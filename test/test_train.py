@@ -307,3 +307,25 @@ def test_ablation_rows_with_given_teacher_and_reuse(world: tuple[Path, str, list
     mtime = Path(row6["checkpoint"]).stat().st_mtime
     assert ablation.main(argv) == 0
     assert Path(row6["checkpoint"]).stat().st_mtime == mtime
+
+
+def test_recalibrate_batchnorm_gives_the_plain_average_of_batch_statistics() -> None:
+    import torch
+    from torch import nn
+
+    from training.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.BatchNorm1d(2, momentum=0.01))
+    model.eval()
+    batches = [torch.randn(8, 3) * (k + 1) + k for k in range(3)]
+    with torch.no_grad():
+        feats = [model[0](b) for b in batches]
+    used = recalibrate_batchnorm(model, batches + batches, lambda b: model(b), max_batches=3)
+    bn = model[1]
+    assert used == 3
+    assert not model.training and bn.momentum == 0.01  # restored
+    want_mean = torch.stack([f.mean(0) for f in feats]).mean(0)
+    want_var = torch.stack([f.var(0, unbiased=True) for f in feats]).mean(0)
+    assert torch.allclose(bn.running_mean, want_mean, atol=1e-6)
+    assert torch.allclose(bn.running_var, want_var, atol=1e-5)

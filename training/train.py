@@ -182,6 +182,39 @@ class TrainOptions:
     overwrite: bool = False
     log_every: int = 1
     show_progress: bool = True
+    bn_recalibrate: int = 32
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Any, max_batches: int) -> int:
+    """Re-estimate every BatchNorm's running mean/variance as the plain average over up to
+    ``max_batches`` training batches ("precise BN"); returns the number of batches used.
+
+    With the published BN momentum of 0.01 the running statistics trail the weights by ~100
+    iterations, which dominates eval-mode results of short runs (an overfit run scored 0.49 mAP
+    in train-mode BN vs 0.26 in eval mode). ``forward(batch)`` runs the model in train mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or max_batches <= 0:
+        return 0
+    saved = [(m, m.momentum) for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    model.train()
+    used = 0
+    try:
+        for batch in batches:
+            if used >= max_batches:
+                break
+            forward(batch)
+            used += 1
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+    return used
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -521,6 +554,21 @@ class Trainer:
                       f"{stats['samples_per_s']:.2f} samples/s", flush=True)
             if self.distributed:
                 dist.barrier()
+        if self.opts.bn_recalibrate > 0 and self.start_epoch < self.epochs:
+            key = "lidar" if self.modality == "lidar" else "radar"
+
+            def forward(b: Mapping[str, Any]) -> Any:
+                return self.model(b[key].to(self.device, non_blocking=True), len(b["tokens"]))
+
+            used = recalibrate_batchnorm(self.model, self.loader, forward, self.opts.bn_recalibrate)
+            if self.distributed:  # every rank saw different batches: average the statistics
+                for m in self.model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        for buf in (m.running_mean, m.running_var):
+                            dist.all_reduce(buf)
+                            buf /= self.world
+            if self.is_main:
+                print(f"[train] BatchNorm statistics re-estimated over {used} batches", flush=True)
         if self.is_main:
             save_checkpoint(final, self.model, self.cfg, self.modality,
                             {**self._run_signature(), "epoch": self.epochs, "teacher": self.teacher_path,
@@ -570,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
     p.add_argument("--no-progress", dest="show_progress", action="store_false", help="no tqdm progress bar")
+    p.add_argument("--bn-recalibrate", type=int, default=32,
+                   help="re-estimate BatchNorm statistics over this many training batches at the end "
+                   "(0: off)")
     return p
 
 
