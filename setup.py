@@ -28,6 +28,10 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
+            "detector_node = radardistill_ros.node:main",
+            "nuscenes_to_bag = radardistill_ros.tools.nuscenes_to_bag:main",
+            "replay_bag = radardistill_ros.tools.replay:main",
+            "replay_evaluate = radardistill_ros.tools.replay_evaluate:main",
         ],
     },
 )

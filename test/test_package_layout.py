@@ -80,5 +80,5 @@ def test_launch_file_is_thin_and_declares_its_arguments() -> None:
     kw = {k.arg: k.value for k in calls[0].keywords}
     assert consts.get(getattr(kw["package"], "id", None), getattr(kw["package"], "value", None)) == PKG
     executable = kw["executable"].value
-    assert executable in declared_console_scripts() or not declared_console_scripts(), executable
+    assert executable in declared_console_scripts(), executable
     assert "generate_launch_description" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}

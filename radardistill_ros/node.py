@@ -1,0 +1,731 @@
+"""The radardistill_ros detector node (rclpy): radar PointCloud2 in, Detection3DArray out.
+
+    detector_node --ros-args --params-file config/detector.yaml [-r __ns:=/perception]
+    python -m radardistill_ros.node --ros-args --params-file config/detector.yaml
+
+A thin ROS layer over the ROS-free core (Autoware lidar_centerpoint's split): parameters,
+subscriptions, publishers and diagnostics live here; decoding, accumulation, inference and box
+decoding are :mod:`radardistill_ros.pipeline` (which chains ``pointcloud``, ``sweeps``,
+``model``, ``backends`` and ``decode``, the same code the evaluation scores).
+
+Processing model. Subscription callbacks only decode a cloud and store it (cheap). A detection
+runs on a dedicated worker thread: a trigger (a message of ``trigger_topic``, or of any radar
+topic at most every ``trigger_min_period`` seconds) is put in a one-slot mailbox; the worker
+always takes the newest trigger, and a trigger replaced before the worker took it is counted as
+dropped. There is no queue, so latency never builds up.
+
+Every parameter is declared once below (:data:`PARAMETERS`) with a description, has no default in
+code (the parameter file states every value) and is validated at start-up: a missing, mistyped or
+invalid parameter ends the process with exit status 2 and a message naming the parameter.
+
+Outputs (relative names, so ``-r __ns:=/x`` moves them): ``detections``
+(vision_msgs/Detection3DArray), ``detections/velocities`` (sensor_msgs/PointCloud2, one point per
+detection in the same order: x y z vx vy vz score label), ``detections/markers``
+(visualization_msgs/MarkerArray), ``~/debug/processing_time_ms``,
+``~/debug/pipeline_latency_ms`` (std_msgs/Float64), ``~/debug/stage_times``
+(diagnostic_msgs/DiagnosticStatus) and ``/diagnostics`` (diagnostic_msgs/DiagnosticArray).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, Vector3
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Float64
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import (
+    BoundingBox3D,
+    Detection3D,
+    Detection3DArray,
+    ObjectHypothesis,
+    ObjectHypothesisWithPose,
+)
+from visualization_msgs.msg import Marker, MarkerArray
+
+from radardistill_ros.pipeline import (
+    RadarDetector,
+    RawSweep,
+    SweepAssembler,
+    cloud_to_radar_points,
+    transform_error_reason,
+)
+from radardistill_ros.pointcloud import PointCloudError, make_pointcloud2_msg
+from radardistill_ros.tf_buffer import TransformBuffer, TransformError
+
+NODE_NAME = "radardistill_detector"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+_T = Parameter.Type
+
+#: (name, type, description) of every node parameter; config/detector.yaml gives each a value.
+PARAMETERS: tuple[tuple[str, Parameter.Type, str], ...] = (
+    ("model_path", _T.STRING, "Dense part of the model: a checkpoint .pt (backend torch), an ONNX file "
+     "(onnxruntime; tensorrt builds an engine next to it) or a TensorRT .engine. Relative paths: current "
+     "directory, then the installed radardistill_ros package directory."),
+    ("checkpoint_path", _T.STRING, "Student checkpoint .pt with the front-end (pillar VFE + sparse encoder) "
+     "weights and the model config; empty: model_path (which must then be a .pt)."),
+    ("backend", _T.STRING, "Inference backend of the dense part: torch | onnxruntime | tensorrt."),
+    ("device", _T.STRING, "Compute device: cpu | cuda | cuda:N."),
+    ("num_threads", _T.INTEGER, "CPU threads for torch and ONNX Runtime (>= 1)."),
+    ("model_config", _T.STRING, "Expected model variant (name such as lite / paper, or a YAML path); it "
+     "must match the checkpoint's config digest. Empty: the checkpoint's own config."),
+    ("class_names", _T.STRING_ARRAY, "Class names in label order; must equal the model's classes."),
+    ("score_threshold", _T.DOUBLE, "Minimum IoU-rectified score of a published detection, in [0, 1)."),
+    ("radar_topics", _T.STRING_ARRAY, "Radar sensor_msgs/PointCloud2 topics (one per radar, or one merged "
+     "cloud). Each cloud is taken in its header frame_id at its header stamp."),
+    ("trigger_topic", _T.STRING, "Topic whose messages trigger a detection (one of radar_topics), or 'any'."),
+    ("trigger_min_period", _T.DOUBLE,
+     "With trigger_topic 'any': minimum stamp spacing of triggers [s] (>= 0)."),
+    ("input_reliability", _T.STRING, "Radar subscription reliability: best_effort (sensor data QoS, "
+     "matches any publisher) | reliable."),
+    ("input_depth", _T.INTEGER, "Radar subscription queue depth (keep last), >= 1."),
+    ("fixed_frame", _T.STRING, "World frame of the ego poses on /tf (nuScenes bags: map)."),
+    ("base_frame", _T.STRING, "Ego frame, the model's reference frame (REP 103 base_link)."),
+    ("output_frame", _T.STRING, "Frame of the published detections (base_frame, or any frame in TF)."),
+    ("num_sweeps", _T.INTEGER, "Sweeps per radar accumulated into one frame; 0: the model config's "
+     "data.radar_sweeps (what the model was trained with)."),
+    ("max_sweep_age", _T.DOUBLE, "Sweeps older than this before the trigger stamp are not used [s] (> 0)."),
+    ("tf_timeout", _T.DOUBLE, "How long the worker waits for the ego pose at the trigger stamp [s] (>= 0)."),
+    ("tf_cache_time", _T.DOUBLE, "History kept per dynamic /tf link [s] (> 0)."),
+    ("max_points_per_cloud", _T.INTEGER, "Clouds claiming more points are rejected before decoding (>= 1)."),
+    ("time_jump_threshold", _T.DOUBLE, "A stamp this far [s] behind the newest one seen (bag loop, "
+     "restart) clears all sweeps and dynamic transforms (> 0)."),
+    ("latency_budget_ms", _T.DOUBLE, "Diagnostics go WARN when a frame's receive-to-publish time in the "
+     "last period exceeds this [ms] (> 0)."),
+    ("diagnostics_period", _T.DOUBLE, "Period of /diagnostics [s] (> 0)."),
+    ("marker_score_threshold", _T.DOUBLE, "Only detections at or above this score get RViz markers."),
+    ("warn_throttle_period", _T.DOUBLE, "Minimum time between repeated warnings of one kind [s] (>= 0)."),
+)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+RELIABILITIES = ("best_effort", "reliable")
+#: Colours (r, g, b) of the RViz markers per class, in CLASS_NAMES order.
+CLASS_COLORS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.55, 0.34, 0.29), (0.84, 0.15, 0.16),
+                (0.58, 0.4, 0.74), (0.5, 0.5, 0.5), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13),
+                (0.17, 0.63, 0.17), (0.09, 0.75, 0.81))
+#: Velocity companion cloud: one point per detection, in the order of the Detection3DArray.
+VELOCITY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("vx", "<f4"), ("vy", "<f4"),
+                           ("vz", "<f4"), ("score", "<f4"), ("label", "<i4")])
+REJECT_REASONS = ("malformed", "stamp_not_increasing", "unknown_frame", "tf_extrapolation",
+                  "tf_connectivity", "tf_error", "inference_error")
+
+
+class ParameterError(ValueError):
+    """An invalid node parameter; the message starts with the parameter's name."""
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated parameters (see :data:`PARAMETERS`)."""
+
+    model_path: str
+    checkpoint_path: str
+    backend: str
+    device: str
+    num_threads: int
+    model_config: str
+    class_names: tuple[str, ...]
+    score_threshold: float
+    radar_topics: tuple[str, ...]
+    trigger_topic: str
+    trigger_min_period: float
+    input_reliability: str
+    input_depth: int
+    fixed_frame: str
+    base_frame: str
+    output_frame: str
+    num_sweeps: int
+    max_sweep_age: float
+    tf_timeout: float
+    tf_cache_time: float
+    max_points_per_cloud: int
+    time_jump_threshold: float
+    latency_budget_ms: float
+    diagnostics_period: float
+    marker_score_threshold: float
+    warn_throttle_period: float
+
+
+def resolve_path(value: str) -> Path:
+    """A model file path: absolute, relative to the current directory, or relative to the
+    installed package directory (``radardistill_ros/``, e.g. ``models/lite_demo.pt``)."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    candidate = PACKAGE_DIR / p
+    return candidate if candidate.exists() else p
+
+
+def validate_params(values: dict[str, Any]) -> NodeParams:
+    """Check every parameter (ROS-free); raises :class:`ParameterError` naming the first bad one."""
+
+    def need(cond: bool, name: str, why: str) -> None:
+        if not cond:
+            raise ParameterError(f"{name}: {why} (got {values.get(name)!r})")
+
+    for name, _, _ in PARAMETERS:
+        if name not in values or values[name] is None:
+            raise ParameterError(f"{name}: missing; set it in the parameter file (see config/detector.yaml)")
+    v = dict(values)
+    need(v["backend"] in BACKENDS, "backend", f"must be one of {BACKENDS}")
+    need(v["device"] == "cpu" or str(v["device"]).startswith("cuda"), "device", "must be cpu, cuda or cuda:N")
+    need(v["num_threads"] >= 1, "num_threads", "must be >= 1")
+    need(bool(v["model_path"]), "model_path", "must name a model file")
+    mp = resolve_path(v["model_path"])
+    need(mp.is_file(), "model_path", f"file not found ({mp})")
+    if v["checkpoint_path"]:
+        cp = resolve_path(v["checkpoint_path"])
+        need(cp.is_file(), "checkpoint_path", f"file not found ({cp})")
+    else:
+        need(mp.suffix in (".pt", ".pth"), "checkpoint_path",
+             f"is empty, so model_path must be a checkpoint .pt; {mp.name} has no front-end weights")
+        cp = mp
+    need(v["backend"] != "torch" or mp.suffix in (".pt", ".pth"), "model_path",
+         "backend torch needs a checkpoint .pt")
+    need(v["backend"] != "onnxruntime" or mp.suffix == ".onnx", "model_path",
+         "backend onnxruntime needs an .onnx file")
+    need(v["backend"] != "tensorrt" or mp.suffix in (".onnx", ".engine", ".plan"), "model_path",
+         "backend tensorrt needs an .onnx file (engine built next to it) or an .engine")
+    need(len(v["class_names"]) > 0, "class_names", "must list the model's classes")
+    need(0.0 <= v["score_threshold"] < 1.0, "score_threshold", "must be in [0, 1)")
+    topics = list(v["radar_topics"])
+    need(len(topics) > 0 and all(t and t.strip() == t for t in topics), "radar_topics",
+         "must be a non-empty list of topic names")
+    need(len(set(topics)) == len(topics), "radar_topics", "has duplicates")
+    need(v["trigger_topic"] == "any" or v["trigger_topic"] in topics, "trigger_topic",
+         "must be one of radar_topics or 'any'")
+    need(v["trigger_min_period"] >= 0.0, "trigger_min_period", "must be >= 0")
+    need(v["input_reliability"] in RELIABILITIES, "input_reliability", f"must be one of {RELIABILITIES}")
+    need(v["input_depth"] >= 1, "input_depth", "must be >= 1")
+    for name in ("fixed_frame", "base_frame", "output_frame"):
+        need(bool(str(v[name]).strip("/")), name, "must be a frame id")
+    need(v["fixed_frame"] != v["base_frame"], "base_frame", "must differ from fixed_frame")
+    need(v["num_sweeps"] >= 0, "num_sweeps", "must be >= 0 (0: the model config's)")
+    need(v["max_sweep_age"] > 0.0, "max_sweep_age", "must be > 0")
+    need(v["tf_timeout"] >= 0.0, "tf_timeout", "must be >= 0")
+    need(v["tf_cache_time"] > 0.0, "tf_cache_time", "must be > 0")
+    need(v["max_points_per_cloud"] >= 1, "max_points_per_cloud", "must be >= 1")
+    need(v["time_jump_threshold"] > 0.0, "time_jump_threshold", "must be > 0")
+    need(v["latency_budget_ms"] > 0.0, "latency_budget_ms", "must be > 0")
+    need(v["diagnostics_period"] > 0.0, "diagnostics_period", "must be > 0")
+    need(0.0 <= v["marker_score_threshold"] <= 1.0, "marker_score_threshold", "must be in [0, 1]")
+    need(v["warn_throttle_period"] >= 0.0, "warn_throttle_period", "must be >= 0")
+    v["model_path"], v["checkpoint_path"] = str(mp), str(cp)
+    v["class_names"], v["radar_topics"] = tuple(v["class_names"]), tuple(topics)
+    return NodeParams(**{k: v[k] for k in NodeParams.__dataclass_fields__})
+
+
+def _blame(exc: Exception, p: NodeParams) -> str:
+    """The parameter a model-loading failure is attributed to."""
+    from radardistill_ros.backends import BackendError, ModelMismatchError
+    from radardistill_ros.model import CheckpointError
+
+    if isinstance(exc, CheckpointError):
+        return "model_config" if p.model_config and "digest mismatch" in str(exc) else "checkpoint_path"
+    if isinstance(exc, ModelMismatchError):
+        return "model_path"
+    if isinstance(exc, BackendError):
+        return "backend"
+    return "model_path" if p.model_path != p.checkpoint_path and p.backend != "torch" else "checkpoint_path"
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, float), q)) if len(values) else float("nan")
+
+
+class _Counters:
+    """Thread-safe event counters for diagnostics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, int] = {k: 0 for k in (
+            "clouds_in", "triggers", "answered", "dropped", "rejected", "empty_clouds",
+            "nonfinite_points", "tf_messages", "time_jumps", "stale_after_jump", "sweeps_tf_failed")}
+        self.rejects: dict[str, int] = {k: 0 for k in REJECT_REASONS}
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[key] = self.values.get(key, 0) + n
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self.values["rejected"] += 1
+            self.rejects[reason] = self.rejects.get(reason, 0) + 1
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self._lock:
+            return dict(self.values), dict(self.rejects)
+
+
+class _Trigger:
+    """A detection request: the trigger's stamp [ns], topic and its receive time (monotonic s)."""
+
+    __slots__ = ("decode_ms", "receive_s", "stamp_ns", "topic")
+
+    def __init__(self, stamp_ns: int, topic: str, receive_s: float, decode_ms: float) -> None:
+        self.stamp_ns, self.topic, self.receive_s, self.decode_ms = stamp_ns, topic, receive_s, decode_ms
+
+
+class DetectorNode(Node):
+    """See the module docstring. Raises :class:`ParameterError` for invalid parameters and the
+    model-loading errors (file, backend, config mismatch) from the constructor."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.params = self._read_parameters()
+        p = self.params
+        self.counters = _Counters()
+        try:
+            self.detector = RadarDetector.from_checkpoint(
+                p.checkpoint_path, backend=p.backend, model_path=p.model_path,
+                config=p.model_config or None, score_threshold=p.score_threshold,
+                num_threads=p.num_threads, device=p.device)
+        except Exception as exc:  # every loading failure is a start-up error naming a parameter
+            raise ParameterError(f"{_blame(exc, p)}: cannot load the model ({type(exc).__name__}: {exc})") \
+                from exc
+        if tuple(p.class_names) != tuple(self.detector.class_names):
+            raise ParameterError(f"class_names: {list(p.class_names)} does not match the model's classes "
+                                 f"{list(self.detector.class_names)}")
+        cfg = self.detector.cfg
+        self.num_sweeps = p.num_sweeps or cfg.data.radar_sweeps
+        self.detector.warm_up()
+
+        self.tf = TransformBuffer(cache_time=p.tf_cache_time)
+        self._static_tf: list[Any] = []
+        self.assembler = SweepAssembler(self.tf, p.fixed_frame, p.base_frame, self.num_sweeps,
+                                        p.max_sweep_age, source_order=p.radar_topics)
+        self._state_lock = threading.Lock()
+        self._last_stamp: dict[str, int] = {}
+        self._newest_stamp = 0
+        self._jump_from: int | None = None   # newest stamp before the last time jump [ns]
+        self._jump_until = 0.0               # monotonic end of the window for stale messages [s]
+        self._last_trigger_stamp = -(1 << 62)
+        self._mailbox: _Trigger | None = None
+        self._cond = threading.Condition()
+        self._running = True
+        self._window_latency: deque[float] = deque(maxlen=300)     # receive -> publish [ms]
+        self._window_processing: deque[float] = deque(maxlen=300)  # worker compute [ms]
+        self._period_max_latency = 0.0
+        self._period_dropped = 0
+
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_detections = self.create_publisher(Detection3DArray, "detections", out_qos)
+        self.pub_velocities = self.create_publisher(PointCloud2, "detections/velocities", out_qos)
+        self.pub_markers = self.create_publisher(MarkerArray, "detections/markers", out_qos)
+        self.pub_processing = self.create_publisher(Float64, "~/debug/processing_time_ms", out_qos)
+        self.pub_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", out_qos)
+        self.pub_stages = self.create_publisher(DiagnosticStatus, "~/debug/stage_times", out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+
+        tf_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        tf_static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                   reliability=ReliabilityPolicy.RELIABLE,
+                                   durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
+        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), tf_static_qos)
+        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.input_depth,
+                            reliability=ReliabilityPolicy.BEST_EFFORT if p.input_reliability == "best_effort"
+                            else ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        # the trigger topic is subscribed last: when several clouds are ready at once the executor
+        # serves subscriptions in creation order, so the sweeps that precede a trigger are stored first
+        for topic in sorted(p.radar_topics, key=lambda t: t == p.trigger_topic):
+            self.create_subscription(PointCloud2, topic, lambda m, t=topic: self._on_cloud(m, t), in_qos)
+        # steady clock: diagnostics keep coming with use_sim_time and no /clock
+        self.create_timer(p.diagnostics_period, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._worker = threading.Thread(target=self._work, name="radardistill_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: config {cfg.name!r} (digest {cfg.digest()[:12]}), backend {self.detector.backend.name}, "
+            f"{self.num_sweeps} sweeps x {len(p.radar_topics)} topics, trigger {p.trigger_topic}, "
+            f"frames {p.fixed_frame} -> {p.base_frame} -> {p.output_frame}")
+
+    # ------------------------------------------------------------------------------ parameters
+    def _read_parameters(self) -> NodeParams:
+        values: dict[str, Any] = {}
+        for name, ptype, desc in PARAMETERS:
+            descriptor = ParameterDescriptor(description=desc, read_only=True)
+            try:
+                param = self.declare_parameter(name, ptype, descriptor)
+            except Exception as exc:  # InvalidParameterTypeException & co: name the parameter
+                raise ParameterError(f"{name}: expected type {ptype.name.lower()} "
+                                     f"({type(exc).__name__}: {exc})") from None
+            values[name] = None if param.type_ == _T.NOT_SET else param.value
+        if isinstance(values.get("class_names"), (list, tuple)):
+            values["class_names"] = list(values["class_names"])
+        known = {n for n, _, _ in PARAMETERS} | {"use_sim_time", "start_type_description_service"}
+        unknown = sorted(set(getattr(self, "_parameter_overrides", {})) - known)
+        if unknown:
+            raise ParameterError(f"{unknown[0]}: unknown parameter (typo?); known: {sorted(known)}")
+        return validate_params(values)
+
+    # ------------------------------------------------------------------------------- callbacks
+    def _warn(self, msg: str) -> None:
+        self.get_logger().warning(msg, throttle_duration_sec=self.params.warn_throttle_period)
+
+    def _observe_stamp(self, stamp_ns: int) -> bool:
+        """Detect time jumps backwards (bag loop / restart): forget sweeps and dynamic transforms.
+
+        Returns False for a message of the old timeline still in flight just after a jump (stamp
+        near the pre-jump time, within ``time_jump_threshold`` seconds of wall time after the
+        jump): it is dropped and counted as ``stale_after_jump`` instead of undoing the reset.
+        """
+        threshold_ns = self.params.time_jump_threshold * 1e9
+        with self._state_lock:
+            newest = self._newest_stamp
+            if (self._jump_from is not None and time.monotonic() < self._jump_until
+                    and stamp_ns - newest > threshold_ns and abs(stamp_ns - self._jump_from) <= threshold_ns):
+                stale = True
+            else:
+                stale = False
+            jump = not stale and newest - stamp_ns > threshold_ns
+            if jump:
+                self._jump_from, self._jump_until = newest, time.monotonic() + self.params.time_jump_threshold
+                self._newest_stamp = stamp_ns
+                self._last_stamp.clear()
+                self._last_trigger_stamp = -(1 << 62)
+            elif not stale:
+                self._newest_stamp = max(self._newest_stamp, stamp_ns)
+        if stale:
+            self.counters.add("stale_after_jump")
+            return False
+        if jump:
+            self.counters.add("time_jumps")
+            self.assembler.clear()
+            self.tf.clear()
+            for msg in self._static_tf:
+                self.tf.add_tf_message(msg, static=True)
+            self.get_logger().warning(f"time jumped backwards from {newest * 1e-9:.6f} s to "
+                                      f"{stamp_ns * 1e-9:.6f} s: cleared sweeps and dynamic transforms")
+        return True
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        self.counters.add("tf_messages")
+        if msg.transforms and not static and not self._observe_stamp(
+                max(_stamp_ns(t.header.stamp) for t in msg.transforms)):
+            return
+        if static:
+            self._static_tf.append(msg)
+            del self._static_tf[:-64]
+        for ts in msg.transforms:
+            try:
+                self.tf.add_transform_stamped(ts, static)
+            except (TransformError, ValueError) as exc:
+                self._warn(f"ignored a transform on {'/tf_static' if static else '/tf'}: {exc}")
+
+    def _on_cloud(self, msg: PointCloud2, topic: str) -> None:
+        t_recv = time.monotonic()
+        self.counters.add("clouds_in")
+        stamp = _stamp_ns(msg.header.stamp)
+        try:
+            points, n_bad = cloud_to_radar_points(msg, self.params.max_points_per_cloud)
+        except PointCloudError as exc:
+            self.counters.reject("malformed")
+            self._warn(f"rejected a cloud on {topic}: {exc}")
+            return
+        frame_id = msg.header.frame_id.lstrip("/")
+        if frame_id not in self.tf.frames():
+            self.counters.reject("unknown_frame")
+            self._warn(f"rejected a cloud on {topic}: frame {frame_id!r} is not in the transform tree "
+                       f"(/tf, /tf_static)")
+            return
+        if not self._observe_stamp(stamp):
+            return
+        with self._state_lock:
+            last = self._last_stamp.get(topic)
+            if last is not None and stamp <= last:
+                ok = False
+            else:
+                ok = True
+                self._last_stamp[topic] = stamp
+        if not ok:
+            self.counters.reject("stamp_not_increasing")
+            self._warn(f"rejected a cloud on {topic}: stamp {stamp * 1e-9:.6f} s is not after the previous "
+                       f"{last * 1e-9:.6f} s")
+            return
+        if n_bad:
+            self.counters.add("nonfinite_points", n_bad)
+        if len(points) == 0:
+            self.counters.add("empty_clouds")
+        self.assembler.add(RawSweep(topic, frame_id, stamp, points))
+        p = self.params
+        if p.trigger_topic == topic or (
+                p.trigger_topic == "any" and stamp - self._last_trigger_stamp >= p.trigger_min_period * 1e9):
+            self._last_trigger_stamp = stamp
+            decode_ms = (time.monotonic() - t_recv) * 1e3
+            self.counters.add("triggers")
+            with self._cond:
+                if self._mailbox is not None:
+                    self.counters.add("dropped")
+                    self._period_dropped += 1
+                self._mailbox = _Trigger(stamp, topic, t_recv, decode_ms)
+                self._cond.notify()
+
+    # ---------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._mailbox is None and self._running:
+                    self._cond.wait(0.5)
+                if not self._running:
+                    return
+                trig, self._mailbox = self._mailbox, None
+            try:
+                self._process(trig)
+            except Exception as exc:  # never let one frame kill the worker
+                self.counters.reject("inference_error")
+                self.get_logger().error(
+                    f"frame {trig.stamp_ns * 1e-9:.6f} s failed: {type(exc).__name__}: {exc}",
+                    throttle_duration_sec=self.params.warn_throttle_period)
+
+    def _wait_for_pose(self, stamp_ns: int) -> None:
+        """Block up to ``tf_timeout`` for the ego pose at ``stamp_ns``; re-raises the last failure."""
+        p = self.params
+        deadline = time.monotonic() + p.tf_timeout
+        while True:
+            try:
+                self.tf.lookup(p.fixed_frame, p.base_frame, stamp_ns)
+                return
+            except TransformError:
+                if time.monotonic() >= deadline or not self._running:
+                    raise
+            time.sleep(0.002)
+
+    def _process(self, trig: _Trigger) -> None:
+        p = self.params
+        t0 = time.monotonic()
+        try:
+            self._wait_for_pose(trig.stamp_ns)
+            frame = self.assembler.assemble(trig.stamp_ns)
+        except TransformError as exc:
+            self.counters.reject(transform_error_reason(exc))
+            self._warn(f"skipped trigger {trig.stamp_ns * 1e-9:.6f} s on {trig.topic}: no ego pose: {exc}")
+            return
+        if frame.failures:
+            self.counters.add("sweeps_tf_failed", sum(frame.failures.values()))
+            self._warn(f"dropped sweeps without transforms: {frame.failures}")
+        t1 = time.monotonic()
+        result = self.detector.detect(frame.points)
+        t2 = time.monotonic()
+        boxes = result.boxes
+        if p.output_frame != p.base_frame:
+            t_out_from_base = self.tf.lookup(p.output_frame, p.base_frame, trig.stamp_ns)
+            boxes, quats = _transform_boxes(boxes, t_out_from_base)
+        else:
+            quats = None
+        header_stamp = _time_msg(trig.stamp_ns)
+        det_msg = self._detections_msg(header_stamp, boxes, quats, result.scores, result.labels)
+        self.pub_detections.publish(det_msg)
+        t_pub = time.monotonic()
+        self.pub_velocities.publish(self._velocity_msg(trig.stamp_ns, boxes, result.scores, result.labels))
+        t3 = time.monotonic()
+        self.counters.add("answered")
+        latency_ms = (t_pub - trig.receive_s) * 1e3
+        processing_ms = (t3 - t0) * 1e3
+        stages = {"input_decode": trig.decode_ms, "wait": (t0 - trig.receive_s) * 1e3,
+                  "accumulate": (t1 - t0) * 1e3, **result.timings,
+                  "output": (t3 - t2) * 1e3, "receive_to_publish": latency_ms,
+                  "points": float(result.num_points), "sweeps": float(frame.num_sweeps),
+                  "detections": float(len(boxes))}
+        with self._cond:
+            self._window_latency.append(latency_ms)
+            self._window_processing.append(processing_ms)
+            self._period_max_latency = max(self._period_max_latency, latency_ms)
+        self.pub_processing.publish(Float64(data=processing_ms))
+        now_ns = self.get_clock().now().nanoseconds
+        self.pub_latency.publish(Float64(data=(now_ns - trig.stamp_ns) * 1e-6))
+        self.pub_stages.publish(DiagnosticStatus(
+            level=DiagnosticStatus.OK, name="stage_times_ms", message=str(trig.stamp_ns),
+            hardware_id=trig.topic, values=[KeyValue(key=k, value=f"{v:.4f}") for k, v in stages.items()]))
+        if self.pub_markers.get_subscription_count() > 0:
+            self.pub_markers.publish(
+                self._markers_msg(header_stamp, boxes, quats, result.scores, result.labels))
+
+    # --------------------------------------------------------------------------------- outputs
+    def _detections_msg(self, stamp: Any, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
+                        labels: np.ndarray) -> Detection3DArray:
+        msg = Detection3DArray()
+        msg.header.stamp = stamp
+        msg.header.frame_id = self.params.output_frame
+        names = self.params.class_names
+        dets = []
+        for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
+            pose = _pose(box, None if quats is None else quats[i])
+            hyp = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=names[label], score=score))
+            hyp.pose.pose = pose
+            d = Detection3D(header=msg.header, results=[hyp],
+                            bbox=BoundingBox3D(center=pose, size=Vector3(x=box[3], y=box[4], z=box[5])),
+                            id=str(i))
+            dets.append(d)
+        msg.detections = dets
+        return msg
+
+    def _velocity_msg(self, stamp_ns: int, boxes: np.ndarray, scores: np.ndarray,
+                      labels: np.ndarray) -> PointCloud2:
+        arr = np.zeros(len(boxes), VELOCITY_DTYPE)
+        if len(boxes):
+            for j, name in enumerate(("x", "y", "z")):
+                arr[name] = boxes[:, j]
+            arr["vx"], arr["vy"] = boxes[:, 7], boxes[:, 8]
+            arr["score"], arr["label"] = scores, labels
+        return make_pointcloud2_msg(arr, stamp_ns, self.params.output_frame, PointCloud2, PointField)
+
+    def _markers_msg(self, stamp: Any, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
+                     labels: np.ndarray) -> MarkerArray:
+        frame = self.params.output_frame
+        markers = [Marker(action=Marker.DELETEALL)]
+        names = self.params.class_names
+        for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
+            if score < self.params.marker_score_threshold:
+                continue
+            r, g, b = CLASS_COLORS[label % len(CLASS_COLORS)]
+            pose = _pose(box, None if quats is None else quats[i])
+            cube = Marker(type=Marker.CUBE, action=Marker.ADD, ns="boxes", id=i, pose=pose,
+                          scale=Vector3(x=max(box[3], 0.01), y=max(box[4], 0.01), z=max(box[5], 0.01)),
+                          color=ColorRGBA(r=r, g=g, b=b, a=0.35))
+            text_pose = Pose()
+            text_pose.position = Point(x=box[0], y=box[1], z=box[2] + 0.5 * box[5] + 0.5)
+            text = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="labels", id=i, pose=text_pose,
+                          scale=Vector3(z=0.8), color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9),
+                          text=f"{names[label]} {score:.2f}")
+            arrow = Marker(type=Marker.ARROW, action=Marker.ADD, ns="velocities", id=i,
+                           scale=Vector3(x=0.15, y=0.3, z=0.3), color=ColorRGBA(r=r, g=g, b=b, a=1.0),
+                           points=[Point(x=box[0], y=box[1], z=box[2]),
+                                   Point(x=box[0] + box[7], y=box[1] + box[8], z=box[2])])
+            markers.extend((cube, text, arrow))
+        for m in markers:
+            m.header.stamp = stamp
+            m.header.frame_id = frame
+        return MarkerArray(markers=markers)
+
+    def _publish_diagnostics(self) -> None:
+        p = self.params
+        values, rejects = self.counters.snapshot()
+        with self._cond:
+            lat, proc = list(self._window_latency), list(self._window_processing)
+            period_max, self._period_max_latency = self._period_max_latency, 0.0
+            period_dropped, self._period_dropped = self._period_dropped, 0
+        level, message = DiagnosticStatus.OK, "ok"
+        if period_max > p.latency_budget_ms:
+            level = DiagnosticStatus.WARN
+            message = f"receive-to-publish {period_max:.1f} ms over the {p.latency_budget_ms:.1f} ms budget"
+        elif period_dropped:
+            level = DiagnosticStatus.WARN
+            message = f"{period_dropped} trigger(s) dropped (worker busy)"
+        kv = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        kv += [KeyValue(key=f"rejected.{k}", value=str(v)) for k, v in rejects.items()]
+        kv += [KeyValue(key="latency_ms.p50", value=f"{_percentile(lat, 50):.3f}"),
+               KeyValue(key="latency_ms.p99", value=f"{_percentile(lat, 99):.3f}"),
+               KeyValue(key="processing_ms.p50", value=f"{_percentile(proc, 50):.3f}"),
+               KeyValue(key="processing_ms.p99", value=f"{_percentile(proc, 99):.3f}"),
+               KeyValue(key="latency_budget_ms", value=f"{p.latency_budget_ms:.3f}"),
+               KeyValue(key="backend", value=self.detector.backend.name),
+               KeyValue(key="model_config", value=self.detector.cfg.name),
+               KeyValue(key="num_sweeps", value=str(self.num_sweeps))]
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: detector", message=message,
+                                  hardware_id=self.get_fully_qualified_name(), values=kv)
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def stop(self) -> None:
+        """Stop the worker thread (after the executor stopped)."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def _time_msg(stamp_ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nsec)
+
+
+def _pose(box: Sequence[float], quat_xyzw: np.ndarray | None) -> Pose:
+    """Pose of a box centre; orientation yaw about +z (or a given quaternion x, y, z, w)."""
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = box[0], box[1], box[2]
+    if quat_xyzw is None:
+        half = 0.5 * box[6]
+        pose.orientation.z, pose.orientation.w = math.sin(half), math.cos(half)
+    else:
+        q = quat_xyzw
+        pose.orientation.x, pose.orientation.y = float(q[0]), float(q[1])
+        pose.orientation.z, pose.orientation.w = float(q[2]), float(q[3])
+    return pose
+
+
+def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 9) from base_frame into the output frame: centres moved, velocities rotated; the
+    full orientation is returned as quaternions (K, 4) x, y, z, w (yaw column keeps the heading
+    about the output frame's z)."""
+    from radardistill_ros.geometry import rot_to_quat, rotz
+
+    r, t = t_out_from_base[:3, :3], t_out_from_base[:3, 3]
+    out = np.array(boxes, dtype=np.float64, copy=True)
+    out[:, 0:3] = boxes[:, 0:3] @ r.T + t
+    vel = np.zeros((len(boxes), 3))
+    vel[:, :2] = boxes[:, 7:9]
+    vel = vel @ r.T
+    out[:, 7:9] = vel[:, :2]
+    quats = np.zeros((len(boxes), 4))
+    for i, yaw in enumerate(boxes[:, 6]):
+        rot = r @ rotz(float(yaw))
+        out[i, 6] = math.atan2(rot[1, 0], rot[0, 0])
+        q = rot_to_quat(rot)  # w, x, y, z
+        quats[i] = (q[1], q[2], q[3], q[0])
+    return out.astype(np.float32), quats
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point (console script ``detector_node``); returns the exit status (2: bad parameters)."""
+    rclpy.init(args=list(sys.argv if args is None else args))
+    node: DetectorNode | None = None
+    status = 0
+    try:
+        node = DetectorNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except ParameterError as exc:
+        print(f"[{NODE_NAME}] FATAL: invalid parameter {exc}", file=sys.stderr, flush=True)
+        status = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
