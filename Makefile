@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint pytest demo clean
+.PHONY: setup test lint pytest demo train-demo clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -16,8 +16,11 @@ pytest: setup
 test: setup lint pytest
 
 demo: setup
-	@echo "make demo: the detector demo (synthetic world -> rosbag2 -> node -> detections) lands with issue #7;"
-	@echo "until then it only sets up the environment." ; exit 2
+	$(PY) -m radardistill_ros.tools.demo
+
+# Reproduces the shipped default model radardistill_ros/models/lite_demo.pt (+ MODEL_CARD.md, lite_demo.json).
+train-demo: setup
+	$(PY) -m training.train_demo
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -55,9 +55,15 @@ def test_setup_install_layout(tmp_path: Path) -> None:
         assert (share / "launch" / name).is_file(), name
     for cfg in (ROOT / "config").glob("*.yaml"):
         assert (share / "config" / cfg.name).is_file(), cfg.name
+    rviz = sorted((ROOT / "config" / "rviz").glob("*.rviz"))
+    assert rviz, "no RViz config in config/rviz"
+    for f in rviz:
+        assert (share / "config" / "rviz" / f.name).is_file(), f.name
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / PKG / "__init__.py").is_file()
     assert (site / PKG / "configs" / "paper.yaml").is_file()  # model variants travel as package data
+    for f in ("lite_demo.pt", "lite_demo.json", "MODEL_CARD.md"):  # the shipped default model
+        assert (site / PKG / "models" / f).is_file(), f
     assert (site / "training" / "__init__.py").is_file()
     assert (site / "export" / "__init__.py").is_file()
     for script in declared_console_scripts():
