@@ -27,7 +27,6 @@ nodes). Models above 2 GB would need external data; the paper model is ~80 MB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 import warnings
@@ -50,6 +49,7 @@ from radardistill_ros.backends.metadata import (
 from radardistill_ros.config import Config, load_config
 from radardistill_ros.conventions import TASKS
 from radardistill_ros.model.head import flatten_head, head_output_names
+from radardistill_ros.pipeline import file_sha256
 
 __all__ = ["FORMAT", "MIN_OPSET", "check_metadata", "export_onnx", "file_sha256", "read_onnx_metadata"]
 
@@ -65,15 +65,6 @@ class _Flat(nn.Module):
 
     def forward(self, x_conv4: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return flatten_head(self.dense(x_conv4))
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file (1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _log(msg: str, verbose: bool) -> None:
