@@ -181,7 +181,8 @@ def test_nms_matches_naive_greedy() -> None:
     assert nms_rotated(boxes, scores, 0.2, post_max=10).tolist() == naive[:10]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="CUDA path of IoU/NMS: this machine has no CUDA device (CPU-only torch)")
 def test_cuda_matches_cpu() -> None:
     gen = torch.Generator().manual_seed(4)
     a, b = random_boxes(200, gen), random_boxes(200, gen)
