@@ -45,11 +45,14 @@ def expected_out_sites(x: SparseTensor, conv: SparseConv2d) -> set[tuple[int, in
     return {tuple(v) for v in hit.nonzero().tolist()}
 
 
+@pytest.mark.parametrize("gather_gemm", [True, False])
 @pytest.mark.parametrize("dense_lookup", [True, False])
 @pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
 def test_torch_backend_matches_dense_conv(subm: bool, stride: int, padding: int, dense_lookup: bool,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          gather_gemm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sp, "DENSE_LOOKUP_MAX_CELLS", 1 << 30 if dense_lookup else 0)
+    # gather + one GEMM (small inputs) or the pair rulebook (large inputs)
+    monkeypatch.setattr(sp, "GATHER_GEMM_MAX_ELEMS", 1 << 30 if gather_gemm else 0)
     torch.manual_seed(0)
     x = random_sparse()
     conv = SparseConv2d(4, 5, 3, stride, padding, subm=subm, bias=True, backend="torch")
@@ -62,8 +65,11 @@ def test_torch_backend_matches_dense_conv(subm: bool, stride: int, padding: int,
     torch.testing.assert_close(y.features, dense_reference(x, conv, y), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("gather_gemm", [True, False])
 @pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
-def test_torch_backend_gradients_match_dense_conv(subm: bool, stride: int, padding: int) -> None:
+def test_torch_backend_gradients_match_dense_conv(subm: bool, stride: int, padding: int, gather_gemm: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sp, "GATHER_GEMM_MAX_ELEMS", 1 << 30 if gather_gemm else 0)
     torch.manual_seed(1)
     x = random_sparse(seed=1)
     x.features.requires_grad_(True)

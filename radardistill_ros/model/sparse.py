@@ -6,15 +6,19 @@
 :class:`SparseConv2d` is one module (submanifold 3x3 or strided regular sparse conv) with one
 weight layout, spconv's ``(Cout, kh, kw, Cin)``, and two backends:
 
-* ``"torch"``: plain torch. Active sites are hashed to int64 keys ``(b*H + y)*W + x``; a
-  neighbour table ``(P_out, kh*kw)`` is found by key lookup (a dense key -> row table on small
-  grids, sorted keys + ``searchsorted`` on large ones) and turned into a rulebook of
-  (input, output) pairs per kernel tap; the pairs' features are gathered with ``index_select``,
-  multiplied by that tap's weight (one GEMM per tap, batched in one ``bmm``; the submanifold
-  centre tap is a plain GEMM without gather) and scattered with ``index_add``. Work follows the
-  actual neighbour pairs, which matters for radar (isolated pillars have few neighbours). Equal
-  to ``F.conv2d`` on the densified input at the active output sites. CPU and CUDA, forward and
-  backward.
+* ``"torch"``: plain torch. Active sites are hashed to int64 keys on the grid padded by the
+  conv's padding; the neighbour table ``(P_out, kh*kw)`` of a conv is one key lookup (a dense
+  key -> row table on small grids, sorted keys + ``searchsorted`` on large ones) of each output's
+  base key plus a constant per-tap offset. It is built once per site set and conv geometry and
+  cached on the :class:`SparseTensor` (every submanifold conv of a stage shares it). Small
+  inputs (the radar front end) then gather every output's neighbours into ``(P_out,
+  kh*kw*Cin)`` (absent neighbours read an appended zero row) and do ONE GEMM with the weight as
+  ``(kh*kw*Cin, Cout)``: a handful of ops per conv, no scatter. Large inputs use a rulebook of
+  (input, output) pairs per kernel tap instead (pairs gathered with ``index_select``, one GEMM
+  per tap batched in one ``bmm``, the submanifold centre tap a plain GEMM, one ``index_add``),
+  so work and memory follow the actual neighbour pairs. Either way equal to ``F.conv2d`` on the
+  densified input at the active output sites (up to float summation order). CPU and CUDA,
+  forward and backward.
 * ``"spconv"``: spconv 2.x ``SubMConv2d`` / ``SparseConv2d``, ``algo=ConvAlgo.Native`` on CPU
   (strided convs race with more than one torch thread otherwise), spconv's default on CUDA.
   spconv's backward calls ``torch.cuda`` before its CPU branch and fails on CPU-only torch, so
@@ -87,38 +91,43 @@ def _kernel_offsets(k: int, device: torch.device) -> Tensor:
 DENSE_LOOKUP_MAX_CELLS = 1 << 23
 
 
-def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None = None) -> Tensor:
-    """Row of each query key in ``keys`` (unique int64, any order), or -1 where absent.
+def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None = None,
+                missing: int = -1) -> Tensor:
+    """Row of each query key in ``keys`` (unique int64, any order), or ``missing`` where absent.
 
     ``queries`` must lie in [0, n_cells). ``dense``: force the lookup strategy (None = by size).
     """
     p = keys.shape[0]
     if p == 0:
-        return torch.full_like(queries, -1)
+        return torch.full_like(queries, missing)
     if dense if dense is not None else n_cells <= DENSE_LOOKUP_MAX_CELLS:
-        table = torch.full((n_cells,), -1, dtype=torch.int32, device=keys.device)
+        table = torch.full((n_cells,), missing, dtype=torch.int32, device=keys.device)
         table[keys] = torch.arange(p, dtype=torch.int32, device=keys.device)
         return table[queries].long()
     sorted_keys, order = torch.sort(keys)
     pos = torch.searchsorted(sorted_keys, queries).clamp_(max=p - 1)
-    return torch.where(sorted_keys[pos] == queries, order[pos], torch.full_like(pos, -1))
+    return torch.where(sorted_keys[pos] == queries, order[pos], missing)
 
 
 def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: int, out_indices: Tensor,
-                     k: int, stride: int, padding: int) -> Tensor:
-    """Input row feeding output site o through kernel tap (ky, kx), or -1 where none.
+                     k: int, stride: int, padding: int, missing: int = -1) -> Tensor:
+    """Input row feeding output site o through kernel tap (ky, kx), or ``missing`` where none.
 
     Input position of tap (ky, kx) at output (y, x) is (y*s - p + ky, x*s - p + kx) (F.conv2d's
-    cross-correlation). Returns (P_out, k*k) int64.
+    cross-correlation). Sites are keyed on the grid padded by p on every side, (H + 2p, W + 2p),
+    where every tap of every output lands inside (the padding holds no active site), so a tap's
+    key is the output's base key plus a constant offset ``ky*(W + 2p) + kx``.
+    Returns (P_out, k*k) int64.
     """
     h, w = in_shape
-    off = _kernel_offsets(k, in_indices.device)                        # (K, 2)
-    yx = out_indices[:, None, 1:] * stride - padding + off[None]       # (P_out, K, 2)
-    y, x = yx[..., 0], yx[..., 1]
-    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-    nkeys = torch.where(inside, (out_indices[:, None, 0] * h + y) * w + x, 0)
-    rows = lookup_rows(site_keys(in_indices, in_shape), nkeys, batch_size * h * w)
-    return torch.where(inside, rows, -1)
+    hp, wp = h + 2 * padding, w + 2 * padding
+    idx = in_indices.long()
+    in_keys = (idx[:, 0] * hp + idx[:, 1] + padding) * wp + idx[:, 2] + padding
+    o = out_indices.long()
+    base = (o[:, 0] * hp + o[:, 1] * stride) * wp + o[:, 2] * stride
+    r = torch.arange(k, device=in_indices.device)
+    off = (r[:, None] * wp + r[None, :]).reshape(-1)                   # (K,), ky major
+    return lookup_rows(in_keys, base[:, None] + off[None], batch_size * hp * wp, missing=missing)
 
 
 def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, stride: int,
@@ -183,34 +192,82 @@ def build_rulebook(indices: Tensor, spatial_shape: tuple[int, int], batch_size: 
     return Rulebook(gather, scatter, taps, m, centre, out_idx, out_shape)
 
 
+#: Gather-GEMM ("implicit GEMM") path while the gathered (P_out, k*k*Cin) matrix stays under
+#: this many elements: one neighbour gather + one GEMM per conv (a few ops, no scatter); larger
+#: inputs use the pair rulebook (work and memory follow the actual neighbour pairs).
+GATHER_GEMM_MAX_ELEMS = 1 << 24
+
+
+@dataclass(frozen=True)
+class NeighbourPlan:
+    """Neighbour table of one conv on one site set: ``rows`` (P_out * k*k,) int64, the input row
+    of each (output site, tap) with absent neighbours pointing at the appended zero row P_in."""
+
+    rows: Tensor
+    out_indices: Tensor
+    out_shape: tuple[int, int]
+
+
+def build_neighbour_plan(indices: Tensor, spatial_shape: tuple[int, int], batch_size: int, k: int,
+                         stride: int, padding: int, subm: bool) -> NeighbourPlan:
+    """Output sites and their (P_out, k*k) neighbour rows, -1 -> P_in (the zero row)."""
+    if subm:
+        out_idx, out_shape = indices, spatial_shape
+    else:
+        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, k, stride, padding)
+    rows = _neighbour_table(indices, spatial_shape, batch_size, out_idx, k, stride, padding,
+                            missing=indices.shape[0])
+    return NeighbourPlan(rows.reshape(-1), out_idx, out_shape)
+
+
 def torch_sparse_conv(x: SparseTensor, weight: Tensor, bias: Tensor | None, stride: int,
                       padding: int, subm: bool) -> SparseTensor:
-    """Plain-torch sparse conv; ``weight`` (Cout, k, k, Cin): gather the pairs of every tap, one
-    batched GEMM (a GEMM per tap), one ``index_add`` scatter; see the module docstring."""
+    """Plain-torch sparse conv; ``weight`` (Cout, k, k, Cin); see the module docstring.
+
+    Small inputs: gather every output site's k*k neighbours into (P_out, k*k*Cin) (absent ones
+    read an appended zero row) and do one GEMM with the weight as (k*k*Cin, Cout). Large inputs:
+    the pair rulebook (gather pairs per tap, one batched GEMM, one ``index_add``). The neighbour
+    plan / rulebook is built once per site set and conv geometry and cached on the tensor (every
+    submanifold conv of a stage shares it; a strided conv's output shares one cache per frame).
+    """
     k = weight.shape[1]
-    key = ("rulebook", k, stride, padding, subm)
-    rb = x.cache.get(key)
-    if rb is None:
-        rb = build_rulebook(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm)
-        x.cache[key] = rb
     cout, cin = weight.shape[0], weight.shape[3]
-    w = weight.reshape(cout, k * k, cin)                                             # (Cout, K, Cin)
     feats = x.features
-    if rb.centre >= 0:
-        out = feats @ w[:, rb.centre].t()
-    else:
-        out = feats.new_zeros(rb.out_indices.shape[0], cout)
-    if rb.max_pairs:
+    n_out_est = x.indices.shape[0] * (1 if subm else k * k)
+    if n_out_est * k * k * cin <= GATHER_GEMM_MAX_ELEMS:
+        key = ("nbr", k, stride, padding, subm)
+        plan = x.cache.get(key)
+        if plan is None:
+            plan = build_neighbour_plan(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm)
+            x.cache[key] = plan
         padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
-        cols = padded.index_select(0, rb.gather_idx).view(len(rb.taps), rb.max_pairs, cin)
-        prod = torch.bmm(cols, w[:, rb.taps].permute(1, 2, 0))                       # (K', M, Cout)
-        out = out.index_add(0, rb.scatter_idx, prod.reshape(-1, cout))
-    if bias is not None:
-        out = out + bias
+        cols = padded.index_select(0, plan.rows).view(-1, k * k * cin)
+        w2 = weight.reshape(cout, k * k * cin).t()
+        out = torch.addmm(bias, cols, w2) if bias is not None else cols @ w2
+        out_indices, out_shape = plan.out_indices, plan.out_shape
+    else:
+        key = ("rulebook", k, stride, padding, subm)
+        rb = x.cache.get(key)
+        if rb is None:
+            rb = build_rulebook(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm)
+            x.cache[key] = rb
+        w = weight.reshape(cout, k * k, cin)                                         # (Cout, K, Cin)
+        if rb.centre >= 0:
+            out = feats @ w[:, rb.centre].t()
+        else:
+            out = feats.new_zeros(rb.out_indices.shape[0], cout)
+        if rb.max_pairs:
+            padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
+            cols = padded.index_select(0, rb.gather_idx).view(len(rb.taps), rb.max_pairs, cin)
+            prod = torch.bmm(cols, w[:, rb.taps].permute(1, 2, 0))                   # (K', M, Cout)
+            out = out.index_add(0, rb.scatter_idx, prod.reshape(-1, cout))
+        if bias is not None:
+            out = out + bias
+        out_indices, out_shape = rb.out_indices, rb.out_shape
     if subm:
         return x.replace_features(out)
     cache = x.cache.setdefault(("out_cache", k, stride, padding), {})
-    return SparseTensor(out, rb.out_indices, rb.out_shape, x.batch_size, cache)
+    return SparseTensor(out, out_indices, out_shape, x.batch_size, cache)
 
 
 # ------------------------------------------------------------------------------------------
