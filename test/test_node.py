@@ -151,27 +151,24 @@ def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict
     assert abs(m_on["nd_score"] - m_off["nd_score"]) <= 0.005
 
 
-def _publisher_node():
-    import rclpy
+def _publishers(node) -> dict:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
     from tf2_msgs.msg import TFMessage
 
-    rclpy.init(args=None)
-    node = rclpy.create_node("malformed_input_test")
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pubs = {"static": node.create_publisher(TFMessage, "/tf_static", latched),
             "tf": node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100)),
             "cloud": node.create_publisher(PointCloud2, TRIGGER, QoSProfile(depth=100))}
-    return rclpy, node, pubs
+    return pubs
 
 
 def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: Path, tiny_ckpt: Path) -> None:
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import PointCloud2, PointField
 
     from radardistill_ros.pointcloud import make_pointcloud2_msg
+    from radardistill_ros.ros_client import spun_node
 
     params = write_params(tmp_path / "params.yaml", model_path=str(tiny_ckpt), model_config="",
                           radar_topics=[TRIGGER], trigger_topic=TRIGGER, num_sweeps=1, tf_timeout=0.5,
@@ -179,14 +176,10 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
                           warn_throttle_period=0.0)
     log = tmp_path / "node.log"
     node_proc = start_node(params, {}, log)
-    rclpy, node, pubs = _publisher_node()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    import threading
-
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    client = spun_node("malformed_input_test")
+    node = client.__enter__()
+    pubs = _publishers(node)
     recorder = DetectionRecorder(node, "/detections")
-    spinner.start()
     base_ns = 1_700_000_000 * 1_000_000_000
     stamp = [base_ns]
     good = radar_cloud_array(60, seed=1)
@@ -296,10 +289,7 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
         c = counters_after(time.time())
         assert node_proc.poll() is None, _node_log(log)
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        client.__exit__(None, None, None)
         status = stop_process(node_proc)
     assert status == 0, _node_log(log)
     assert int(c["rejected.unknown_frame"]) == 1, c

@@ -56,18 +56,18 @@ def test_header_stamp_is_read_from_cdr_bytes(tmp_path: Path) -> None:
 
 @pytest.mark.ros
 def test_replay_publishes_raw_bytes_with_bag_timing(tmp_path: Path) -> None:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import PointCloud2
     from tf2_msgs.msg import TFMessage
 
+    from radardistill_ros.ros_client import spun_node
+
     bag = _write_bag(tmp_path / "bag")
     want = {header_stamp_ns(m.rawdata): m.msg for m in read_messages(bag, [TOPIC])}
-    rclpy.init(args=None)
-    node = rclpy.create_node("replay_test_receiver")
+    client = spun_node("replay_test_receiver")
+    node = client.__enter__()
     got: dict[str, list] = {"cloud": [], "tf": [], "static": [], "clock": []}
     lock = threading.Lock()
 
@@ -81,10 +81,6 @@ def test_replay_publishes_raw_bytes_with_bag_timing(tmp_path: Path) -> None:
     node.create_subscription(PointCloud2, TOPIC, keep("cloud"), sensor, raw=True)
     node.create_subscription(TFMessage, "/tf", keep("tf"), QoSProfile(depth=100))
     node.create_subscription(Clock, "/clock", keep("clock"), QoSProfile(depth=1000))
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     proc = subprocess.Popen([sys.executable, "-m", "radardistill_ros.tools.replay", str(bag), "--rate", "2",
                              "--wait-subscribers", "30", "--clock", "50"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
@@ -102,9 +98,7 @@ def test_replay_publishes_raw_bytes_with_bag_timing(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.shutdown()
+        client.__exit__(None, None, None)
     assert proc.returncode == 0, out.decode(errors="replace")
     clouds = [(t, deserialize_message(raw, PointCloud2)) for t, raw in got["cloud"]]
     assert len(clouds) == N

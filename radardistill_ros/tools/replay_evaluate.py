@@ -362,20 +362,13 @@ def run_replay(bag: str | Path, detections_topic: str, trigger_topic: str, rate:
     ``setup(node)``, if given, is called with this process's rclpy node before the replay starts
     (extra subscriptions, e.g. the node's debug topics).
     """
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from radardistill_ros.ros_client import spun_node
 
-    rclpy.init(args=None)
-    node = rclpy.create_node("radardistill_replay_evaluate")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    try:
+    with spun_node("radardistill_replay_evaluate") as node:
         recorder = DetectionRecorder(node, detections_topic)
         replayer = Replayer(node, bag, rate=rate, reliable_sensors=reliable_sensors)
         if setup is not None:
             setup(node)
-        spinner.start()
         # the node subscribes after its model loaded: wait for it on the trigger and TF topics
         wanted = [t for t in (trigger_topic, "/tf", "/tf_static") if t in replayer.publishers]
         wanted += [t for t in replayer.publishers if t.startswith("/radar/")]
@@ -409,11 +402,6 @@ def run_replay(bag: str | Path, detections_topic: str, trigger_topic: str, rate:
         while time.monotonic() < wait_diag and not any(t > t_diag for t, _ in recorder.diagnostics):
             time.sleep(0.05)
         return publishes, recorder, recorder.latest_counters()
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
