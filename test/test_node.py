@@ -100,7 +100,7 @@ def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict
     from nuscenes.nuscenes import NuScenes
 
     from radardistill_ros.pipeline import RadarDetector
-    from radardistill_ros.tools.replay_evaluate import _score
+    from radardistill_ros.tools.replay_evaluate import score_detections
 
     params = write_params(tmp_path / "params.yaml", model_path=str(world["ckpt"]), model_config="")
     log = tmp_path / "node.log"
@@ -145,8 +145,8 @@ def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict
     tokens = [s["token"] for s, _ in keys]
     poses = [(np.asarray(p["translation"]), np.asarray(p["rotation"]))
              for p in (nusc.get("ego_pose", sd["ego_pose_token"]) for _, sd in keys)]
-    m_on = _score(nusc, tokens, online, poses, tmp_path / "online")
-    m_off = _score(nusc, tokens, offline, poses, tmp_path / "offline")
+    m_on = score_detections(nusc, tokens, online, poses, tmp_path / "online")
+    m_off = score_detections(nusc, tokens, offline, poses, tmp_path / "offline")
     assert abs(m_on["mean_ap"] - m_off["mean_ap"]) <= 0.005
     assert abs(m_on["nd_score"] - m_off["nd_score"]) <= 0.005
 

@@ -447,7 +447,7 @@ def run_demo(out: Path, scenes: int = 2, scene_seconds: float = 15.0, seed: int 
         args = argparse.Namespace(bag=str(all_bag), dataroot=str(world), version=VERSION, no_time_align=False,
                                   offline=False, keyframe_offline=False)
         sent = [_Sent(topic, stamp, t) for topic, stamp, t in publishes]
-        r = replay_evaluate._evaluate(args, params, sent, frames, out / "eval")
+        r = replay_evaluate.evaluate_replay(args, params, sent, frames, out / "eval")
         m = json.loads((out / "eval" / "online" / "metrics_summary.json").read_text())
         m["key_frames"] = r["key_frames"]
         m["key_frames_answered"] = r["key_frames_answered"]

@@ -338,8 +338,10 @@ def offline_trigger_detections(nusc: Any, detector: Any, trigger_sd_tokens: Sequ
     return out
 
 
-def _score(nusc: Any, tokens: list[str], dets: list[tuple], poses: list[tuple],
-           out_dir: Path) -> dict[str, Any]:
+def score_detections(nusc: Any, tokens: list[str], dets: list[tuple], poses: list[tuple],
+                     out_dir: Path) -> dict[str, Any]:
+    """Official DetectionEval of ``dets`` ((boxes, scores, labels) in the ego frame of each sample,
+    ``poses`` = (translation, quaternion) ego poses) on the samples ``tokens``; the summary metrics."""
     from training.nusc_results import detections_to_results, run_detection_eval
 
     results = detections_to_results(tokens, dets, [p[0] for p in poses], [p[1] for p in poses])
@@ -480,14 +482,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"end-to-end latency [ms]: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
               f"max {lat['max']:.1f}")
     if args.dataroot:
-        report.update(_evaluate(args, params, sent, frames, out))
+        report.update(evaluate_replay(args, params, sent, frames, out))
     (out / "replay_eval.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"wrote {out / 'replay_eval.json'}")
     return 0
 
 
-def _evaluate(args: argparse.Namespace, params: dict[str, Any], sent: list[PublishRecord],
-              frames: dict[int, tuple], out: Path) -> dict[str, Any]:
+def evaluate_replay(args: argparse.Namespace, params: dict[str, Any], sent: list[PublishRecord],
+                    frames: dict[int, tuple], out: Path) -> dict[str, Any]:
     """mAP of the online detections (and of the offline path at the same triggers with --offline)."""
     from nuscenes.nuscenes import NuScenes
 
@@ -529,7 +531,7 @@ def _evaluate(args: argparse.Namespace, params: dict[str, Any], sent: list[Publi
                            "key_frames_answered": sum(nusc.get("sample_data", t)["timestamp"] * 1000 in frames
                                                       for t in trig_tokens),
                            "time_aligned": not args.no_time_align}
-    res["online"] = _score(nusc, tokens, online, poses, out / "online")
+    res["online"] = score_detections(nusc, tokens, online, poses, out / "online")
     print(f"online  mAP {res['online']['mean_ap']:.4f}  NDS {res['online']['nd_score']:.4f}  "
           f"({len(tokens)} key frames)")
     if args.offline:
@@ -553,7 +555,7 @@ def _evaluate(args: argparse.Namespace, params: dict[str, Any], sent: list[Publi
             sd = nusc.get("sample_data", s["data"][channel])
             dt = 0.0 if args.no_time_align else (s["timestamp"] - sd["timestamp"]) * 1e-6
             aligned.append((align_boxes(off[0], dt), off[1], off[2]))
-        res["offline_at_trigger"] = _score(nusc, tokens, aligned, poses, out / "offline")
+        res["offline_at_trigger"] = score_detections(nusc, tokens, aligned, poses, out / "offline")
         res["parity"] = {"compared": len(diffs), "max_abs_diff": max(diffs) if diffs else None}
         print(f"offline mAP {res['offline_at_trigger']['mean_ap']:.4f}  NDS "
               f"{res['offline_at_trigger']['nd_score']:.4f} (all key frames); online vs offline boxes: "
@@ -564,8 +566,10 @@ def _evaluate(args: argparse.Namespace, params: dict[str, Any], sent: list[Publi
             sub = [tokens[i] for i in idx]
             sub_poses = [poses[i] for i in idx]
             res["answered_only"] = {
-                "online": _score(nusc, sub, [online[i] for i in idx], sub_poses, out / "online_answered"),
-                "offline": _score(nusc, sub, [aligned[i] for i in idx], sub_poses, out / "offline_answered")}
+                "online": score_detections(nusc, sub, [online[i] for i in idx], sub_poses,
+                                           out / "online_answered"),
+                "offline": score_detections(nusc, sub, [aligned[i] for i in idx], sub_poses,
+                                            out / "offline_answered")}
             a = res["answered_only"]
             print(f"answered key frames only ({len(idx)}): online mAP {a['online']['mean_ap']:.4f}, "
                   f"offline mAP {a['offline']['mean_ap']:.4f}")
