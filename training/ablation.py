@@ -2,7 +2,7 @@
 nuScenes-format dataset.
 
     python -m training.ablation --config lite --dataroot D --version V --train-split S \\
-        --val-split S2 --out DIR [--epochs N] [--teacher CKPT] [--teacher-epochs N] [--rows 1,3,6]
+        --val-split S2 --out DIR [--epochs N] [--lr LR] [--teacher CKPT] [--teacher-epochs N] [--rows 1,3,6]
 
 Trains the LiDAR teacher once (unless ``--teacher`` is given), then each row, evaluates every
 model on the validation split with the official metrics and prints / writes a markdown table
@@ -88,7 +88,7 @@ def _train_and_eval(cfg: Config, stage: str, run_dir: Path, args: argparse.Names
         train(cfg, stage, args.dataroot, args.version, args.train_split, run_dir, teacher=teacher, cma=cma,
               afd=afd, pfd=pfd, epochs=epochs, batch_size=args.batch_size, resume=True, device=args.device,
               max_samples=args.max_samples, seed=args.seed, num_workers=args.num_workers,
-              show_progress=args.show_progress)
+              show_progress=args.show_progress, lr=getattr(args, "lr", None))
     train_s = time.perf_counter() - t0
     if metrics_path.exists() and json.loads(metrics_path.read_text()).get("checkpoint") == str(final):
         metrics = json.loads(metrics_path.read_text())
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default="1,2,3,4,5,6", type=lambda s: [int(x) for x in s.split(",")],
                    help="comma-separated Table 3 rows")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="max one-cycle learning rate of every run (default: config)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-samples", type=int, help="train on the first N samples of the train split")
     p.add_argument("--max-eval-samples", type=int, help="evaluate on the first N samples of the val split")
