@@ -412,7 +412,12 @@ def run_demo(out: Path, scenes: int = 2, scene_seconds: float = 15.0, seed: int 
                                        node.pid, env, node_timeout, 5.0, str(result_path)))
             worker.start()
             _say(f"    replay + recorder pid {worker.pid}: waiting for the node, then the bag at rate {rate}")
-            worker.join()
+            # bounded: the node's start-up, each bag in real time / rate, the settle time, a margin
+            limit = node_timeout + len(scene_bags) * (scene_seconds / rate + 5.0 + 30.0) + 120.0
+            worker.join(limit)
+            if worker.is_alive():
+                _stop_worker(worker)
+                raise RuntimeError(f"the replay process did not finish within {limit:.0f} s; stopped it")
             if worker.exitcode != 0 or not result_path.is_file():
                 tail = node_log.read_text(errors="replace")[-2000:] if node_log.is_file() else ""
                 raise RuntimeError(f"the replay process exited with status {worker.exitcode}; node "
