@@ -1,7 +1,8 @@
 """Reproduce the shipped demo model ``radardistill_ros/models/lite_demo.pt`` (RadarDistill, ``lite``).
 
-    python -m training.train_demo [--out out/train_demo] [--scenes 4] [--scene-seconds 10] \\
-        [--seed 0] [--teacher-epochs 3] [--student-epochs 2] [--baseline-epochs 2] [--batch-size 2]
+    python -m training.train_demo [--out out/train_demo] [--scenes 10] [--scene-seconds 10] \\
+        [--seed 0] [--teacher-epochs 12] [--student-epochs 12] [--baseline-epochs 12] [--batch-size 2] \\
+        [--lr 3e-3]
 
 Steps (each one the project's own code):
 
@@ -18,8 +19,8 @@ Steps (each one the project's own code):
    ``lite_demo.json`` (world, config name + digest, command, seeds, times, metrics, sha256,
    parameter count, date, machine).
 
-Sizes are chosen for ~20-30 minutes on 2 CPU cores; the model is a demonstration of the whole
-path, not a good detector (a few hundred optimiser steps on a small synthetic world).
+The defaults are the recipe of the shipped model: ~67 minutes on 2 CPU cores (960 optimiser steps
+per stage on 160 synthetic key frames); a small CPU run, not a production detector.
 """
 
 from __future__ import annotations
@@ -173,9 +174,10 @@ def write_model_card(models_dir: Path, facts: dict[str, Any]) -> tuple[Path, Pat
 The default model of `make demo`: a **RadarDistill** radar student (config `{facts['config']}`,
 {facts['parameters']:,} parameters, {facts['bytes'] / 2**20:.1f} MiB) distilled from a LiDAR
 PillarNet-18 teacher with CMA + AFD + PFD, trained on CPU on a small synthetic world.
-It demonstrates the whole path (training -> export -> ROS 2 node -> evaluation); it is **not** a
-useful detector: {steps['teacher']} teacher and {steps['student']} student optimiser steps on
-{w['train_samples']} synthetic key frames.
+It demonstrates the whole path (training -> export -> ROS 2 node -> evaluation) with a model that
+has learnt something ({_best_class(m['student'])}), but it is a small CPU run
+({steps['teacher']} teacher and {steps['student']} student optimiser steps on {w['train_samples']}
+synthetic key frames), not a production detector.
 Do not use it on real data; train on nuScenes for that (`python -m training.train`).
 
 - File: `radardistill_ros/models/{MODEL_NAME}.pt`, sha256 `{facts['sha256']}`
@@ -200,7 +202,8 @@ Command (reproduces this file; same machine/threads -> same weights):
 Stages: teacher {t['teacher_epochs']} epochs ({steps['teacher']} steps), student (distill)
 {t['student_epochs']} epochs ({steps['student']} steps, initialised from the teacher where shapes match),
 baseline {t['baseline_epochs']} epochs ({steps['baseline']} steps); batch size {t['batch_size']};
-training seed {t['seed']}; Adam (decoupled weight decay) + one-cycle as published; loss
+training seed {t['seed']}; Adam (decoupled weight decay) + one-cycle as published, max learning
+rate {t['lr'] if t.get('lr') is not None else 'of the config'}; loss
 L_det + 5 L_AFD + 25 L_PFD. Wall time: {t['total_s'] / 60:.1f} min in all (world {t['world_s']:.0f} s,
 teacher+baseline in parallel {t['teacher_baseline_s']:.0f} s, distill {t['distill_s']:.0f} s, evaluation
 {t['eval_s']:.0f} s) on {facts['machine']}, shared with other jobs.
@@ -218,12 +221,30 @@ Per-class AP (mean over the 0.5/1/2/4 m thresholds):
 {cls_sep}
 {chr(10).join(cls_rows)}
 
-Measured as is; on this budget distillation need not beat the baseline (the paper's gains are
-on nuScenes with 40 epochs on 4 GPUs). Machine-readable: `{MODEL_NAME}.json`.
+{_kd_sentence(m)} Machine-readable: `{MODEL_NAME}.json`.
 """
     md = models_dir / "MODEL_CARD.md"
     md.write_text(card)
     return md, js
+
+
+def _best_class(metrics: dict[str, Any]) -> str:
+    """'car AP 0.316 on synth_val'-style summary of the best class of one model's metrics."""
+    ap = metrics["per_class_ap"]
+    best = max(ap, key=ap.get)
+    return f"{best} AP {ap[best]:.3f} on the held-out scenes"
+
+
+def _kd_sentence(m: dict[str, Any]) -> str:
+    """The measured distillation gain (student vs radar baseline), stated with its caveat."""
+    if "baseline" not in m:
+        return "No radar baseline was trained in this run, so the distillation gain is not measured."
+    s, b = m["student"]["mean_ap"], m["baseline"]["mean_ap"]
+    ratio = f"{s / b:.1f}x" if b > 0 else "n/a (baseline mAP 0)"
+    return (f"Distilled student vs radar baseline: mAP {s:.4f} vs {b:.4f} ({ratio}; the paper's goal "
+            "here is >= 1.3x). Measured as is, on one seed and a small validation split; the student "
+            "also starts from the teacher's weights (the published recipe), so it has seen more "
+            "optimiser steps in its shared layers than the baseline.")
 
 
 def rewrite_card(models_dir: Path = DEFAULT_MODELS) -> Path:
@@ -321,15 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train_demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/train_demo", help="work directory (world, runs, logs, evaluations)")
     p.add_argument("--models-dir", default=str(DEFAULT_MODELS), help="where lite_demo.pt and its card go")
-    p.add_argument("--scenes", type=int, default=4, help="scenes of the training world (last 20%%: val)")
+    p.add_argument("--scenes", type=int, default=10, help="scenes of the training world (last 20%%: val)")
     p.add_argument("--scene-seconds", type=float, default=10.0, help="seconds per scene (2 key frames/s)")
     p.add_argument("--world-seed", type=int, default=0, help="seed of the training world")
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, order, augmentation)")
-    p.add_argument("--teacher-epochs", type=int, default=3)
-    p.add_argument("--student-epochs", type=int, default=2)
-    p.add_argument("--baseline-epochs", type=int, default=2, help="0: no baseline comparison")
+    p.add_argument("--teacher-epochs", type=int, default=12)
+    p.add_argument("--student-epochs", type=int, default=12)
+    p.add_argument("--baseline-epochs", type=int, default=12, help="0: no baseline comparison")
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=None, help="max one-cycle learning rate (default: config)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="max one-cycle learning rate (the published 1e-3 learns too slowly in ~1k steps)")
     return p
 
 
