@@ -25,7 +25,8 @@ def spun_node(name: str, period: float = 0.05, join_timeout: float = 10.0) -> It
     Entities created on the node while it is spinning are picked up within ``period`` seconds.
     On exit: stop flag -> join the spinner (``join_timeout`` s) -> destroy node -> shut the
     context down. If the spinner does not stop in time the node is left to process exit with a
-    warning rather than destroyed under a running wait (which is what hangs).
+    warning rather than destroyed under a running wait (which is what hangs). Exceptions raised
+    while spinning (callbacks included) do not stop the spinner; the first is re-raised on exit.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -36,10 +37,16 @@ def spun_node(name: str, period: float = 0.05, join_timeout: float = 10.0) -> It
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     stop = threading.Event()
+    errors: list[BaseException] = []
 
     def loop() -> None:
         while not stop.is_set() and context.ok():
-            executor.spin_once(timeout_sec=period)
+            try:
+                executor.spin_once(timeout_sec=period)
+            except Exception as exc:  # a dead spinner would silently lose every later message
+                errors.append(exc)
+                if len(errors) > 100:
+                    return
 
     spinner = threading.Thread(target=loop, daemon=True, name=f"{name}_spin")
     spinner.start()
@@ -55,3 +62,6 @@ def spun_node(name: str, period: float = 0.05, join_timeout: float = 10.0) -> It
             executor.shutdown(timeout_sec=join_timeout)
             node.destroy_node()
             context.try_shutdown()
+        if errors:
+            raise RuntimeError(f"{name}: {len(errors)} error(s) while spinning, the first: {errors[0]!r}") \
+                from errors[0]

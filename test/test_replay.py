@@ -77,12 +77,14 @@ def test_replay_publishes_raw_bytes_with_bag_timing(tmp_path: Path) -> None:
                 got[kind].append((time.monotonic(), msg))
         return cb
 
-    sensor = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+    # reliable here: best effort may lose a message on a loaded machine, and this test counts them
+    sensor = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(PointCloud2, TOPIC, keep("cloud"), sensor, raw=True)
     node.create_subscription(TFMessage, "/tf", keep("tf"), QoSProfile(depth=100))
     node.create_subscription(Clock, "/clock", keep("clock"), QoSProfile(depth=1000))
     proc = subprocess.Popen([sys.executable, "-m", "radardistill_ros.tools.replay", str(bag), "--rate", "2",
-                             "--wait-subscribers", "30", "--clock", "50"],
+                             "--wait-subscribers", "30", "--delay", "1.0", "--clock", "50",
+                             "--reliable-sensors"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
     try:
         deadline = time.monotonic() + 60

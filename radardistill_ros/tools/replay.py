@@ -3,7 +3,7 @@
 Console script ``replay_bag``; same as:
 
     python -m radardistill_ros.tools.replay BAG [--rate R] [--loop] [--start-offset S] \\
-        [--topics T ...] [--clock [HZ]] [--reliable-sensors] [--wait-subscribers S] [--duration S]
+        [--topics T ...] [--clock [HZ]] [--reliable-sensors] [--wait-subscribers S] [--delay S] [--duration S]
 
 * Messages go out in bag-timestamp order at ``t0 + (t_bag - t_bag0) / rate`` (wall clock), as
   the raw CDR bytes stored in the bag through serialized publishers: nothing is re-serialised,
@@ -220,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--loop", action="store_true", help="play again and again (bounded by --duration)")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds")
     ap.add_argument("--start-offset", type=float, default=0.0, help="skip the first S seconds of the bag")
+    ap.add_argument("--delay", type=float, default=0.0, metavar="S",
+                    help="sleep S seconds before playing (after --wait-subscribers): discovery matches each "
+                         "side separately, and best-effort messages sent before the subscriber's side has "
+                         "matched are lost (ros2 bag play --delay)")
     ap.add_argument("--topics", nargs="+", default=None, help="only these topics (default: all)")
     ap.add_argument("--clock", nargs="?", type=float, const=100.0, default=0.0, metavar="HZ",
                     help="publish /clock with the bag time (default 100 Hz when given)")
@@ -244,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             missing = rep.wait_for_subscribers(sensors, args.wait_subscribers)
             if missing:
                 print(f"warning: no subscriber on {missing} after {args.wait_subscribers} s", file=sys.stderr)
+        if args.delay > 0:
+            time.sleep(args.delay)
         t = time.monotonic()
         n = rep.play(loop=args.loop, duration=args.duration)
         if not args.quiet:
