@@ -50,8 +50,10 @@ def spun_node(name: str, period: float = 0.05, join_timeout: float = 10.0) -> It
 
     spinner = threading.Thread(target=loop, daemon=True, name=f"{name}_spin")
     spinner.start()
+    body_failed = True
     try:
         yield node
+        body_failed = False
     finally:
         stop.set()
         spinner.join(join_timeout)
@@ -62,6 +64,6 @@ def spun_node(name: str, period: float = 0.05, join_timeout: float = 10.0) -> It
             executor.shutdown(timeout_sec=join_timeout)
             node.destroy_node()
             context.try_shutdown()
-        if errors:
+        if errors and not body_failed:  # never mask the exception of the with-body
             raise RuntimeError(f"{name}: {len(errors)} error(s) while spinning, the first: {errors[0]!r}") \
                 from errors[0]
