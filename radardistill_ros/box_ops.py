@@ -22,6 +22,7 @@ __all__ = [
     "bev_intersection_aligned",
     "box_corners_bev",
     "diou3d_aligned",
+    "group_rank",
     "iou3d",
     "iou3d_aligned",
     "iou_bev",
@@ -172,6 +173,11 @@ def _ranges_to_pairs(start: Tensor, end: Tensor, perm: Tensor) -> tuple[Tensor, 
     return ii, perm[k]
 
 
+#: Below this many box pairs, candidate pairs come from the dense (N, M) bounds test (a few
+#: tensor ops); above it, from the sort-and-sweep (memory O(N + M + pairs)).
+_DENSE_PAIRS = 1 << 18
+
+
 def _candidate_pairs(
     a: Tensor, b: Tensor, upper: bool = False, min_iou: float | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -179,31 +185,41 @@ def _candidate_pairs(
     ``upper``: only i < j (``a`` and ``b`` the same boxes); ``min_iou``: also drop pairs whose
     BEV IoU provably cannot exceed it (bound: intersection <= min(bounds overlap, areas)).
 
-    Sort and sweep along x, O((N + M) log(N + M) + pairs): the x intervals of a[i] and b[j]
-    overlap iff lo_b[j] in [lo_a[i], hi_a[i]] or lo_a[i] in (lo_b[j], hi_b[j]] (disjoint cases);
-    each case is a contiguous range of the sorted lower bounds (searchsorted); y is then checked
-    on the candidate pairs.
+    Small inputs (N * M <= ``_DENSE_PAIRS``): the dense (N, M) bounds test. Larger ones: sort
+    and sweep along x, O((N + M) log(N + M) + pairs): the x intervals of a[i] and b[j] overlap
+    iff lo_b[j] in [lo_a[i], hi_a[i]] or lo_a[i] in (lo_b[j], hi_b[j]] (disjoint cases); each
+    case is a contiguous range of the sorted lower bounds (searchsorted); y is then checked on
+    the candidate pairs. Both give the same set of pairs.
     """
     with torch.no_grad():
-        ca, cb = box_corners_bev(a), box_corners_bev(b)  # (N, 4, 2), (M, 4, 2)
+        ca = box_corners_bev(a)  # (N, 4, 2)
+        cb = ca if b is a else box_corners_bev(b)  # (M, 4, 2)
         lo_a, hi_a = ca.amin(dim=1) - _EPS_DIST, ca.amax(dim=1) + _EPS_DIST
         lo_b, hi_b = cb.amin(dim=1), cb.amax(dim=1)
-        lbx, pb = lo_b[:, 0].contiguous().sort()
-        lax, pa = lo_a[:, 0].contiguous().sort()
-        i1, j1 = _ranges_to_pairs(torch.searchsorted(lbx, lo_a[:, 0].contiguous(), right=False),
-                                  torch.searchsorted(lbx, hi_a[:, 0].contiguous(), right=True), pb)
-        j2, i2 = _ranges_to_pairs(torch.searchsorted(lax, lo_b[:, 0].contiguous(), right=True),
-                                  torch.searchsorted(lax, hi_b[:, 0].contiguous(), right=True), pa)
-        ii, jj = torch.cat((i1, i2)), torch.cat((j1, j2))
-        keep = (lo_a[ii, 1] <= hi_b[jj, 1]) & (lo_b[jj, 1] <= hi_a[ii, 1])
+        if a.shape[0] * b.shape[0] <= _DENSE_PAIRS:
+            over = ((lo_a[:, None, :] <= hi_b[None, :, :])
+                    & (lo_b[None, :, :] <= hi_a[:, None, :])).all(dim=2)
+            if upper:
+                over = over.triu(diagonal=1)
+            ii, jj = over.nonzero(as_tuple=True)
+        else:
+            lbx, pb = lo_b[:, 0].contiguous().sort()
+            lax, pa = lo_a[:, 0].contiguous().sort()
+            i1, j1 = _ranges_to_pairs(torch.searchsorted(lbx, lo_a[:, 0].contiguous(), right=False),
+                                      torch.searchsorted(lbx, hi_a[:, 0].contiguous(), right=True), pb)
+            j2, i2 = _ranges_to_pairs(torch.searchsorted(lax, lo_b[:, 0].contiguous(), right=True),
+                                      torch.searchsorted(lax, hi_b[:, 0].contiguous(), right=True), pa)
+            ii, jj = torch.cat((i1, i2)), torch.cat((j1, j2))
+            keep = (lo_a[ii, 1] <= hi_b[jj, 1]) & (lo_b[jj, 1] <= hi_a[ii, 1])
+            if upper:
+                keep &= ii < jj
+            ii, jj = ii[keep], jj[keep]
         if min_iou is not None:
             ext = (torch.minimum(hi_a[ii], hi_b[jj]) - torch.maximum(lo_a[ii], lo_b[jj])).clamp_min(0)
             area_a, area_b = a[ii, 3] * a[ii, 4], b[jj, 3] * b[jj, 4]
             inter = torch.minimum(ext[:, 0] * ext[:, 1], torch.minimum(area_a, area_b))
-            keep &= inter > min_iou * (area_a + area_b - inter)
-        if upper:
-            keep &= ii < jj
-        ii, jj = ii[keep], jj[keep]
+            keep = inter > min_iou * (area_a + area_b - inter)
+            ii, jj = ii[keep], jj[keep]
     return ii, jj
 
 
@@ -234,41 +250,59 @@ def iou3d(a: Tensor, b: Tensor) -> Tensor:
     return _pairwise(a, b, iou3d_aligned)
 
 
+def group_rank(groups: Tensor) -> Tensor:
+    """Place of each entry among the earlier entries of its group: ``[0, 0, 1, 2, 1]`` for
+    groups ``[3, 5, 3, 3, 5]``."""
+    if groups.numel() == 0:
+        return groups.new_zeros(0)
+    onehot = groups[:, None] == torch.unique(groups)[None, :]  # (N, G)
+    return (onehot.cumsum(dim=0) * onehot).sum(dim=1) - 1
+
+
 def nms_rotated(
     boxes: Tensor,
     scores: Tensor,
     iou_threshold: float,
     pre_max: int | None = None,
     post_max: int | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Greedy rotated NMS on BEV IoU; returns kept indices into ``boxes`` by descending score.
 
     Exactly the textbook greedy result (visit boxes by score, drop a box whose IoU with an already
-    kept box exceeds ``iou_threshold``), computed without a per-box loop:
+    kept box of the same group exceeds ``iou_threshold``), computed without a per-box loop:
 
     1. sort by score, keep the ``pre_max`` best as candidates;
-    2. BEV IoU once, for the pairs i < j whose axis-aligned bounds overlap enough to possibly
-       exceed the threshold; keep the list of pairs (i, j) with IoU > threshold ("i suppresses j
-       if i is kept");
+    2. BEV IoU once, for the pairs i < j (same group) whose axis-aligned bounds overlap enough to
+       possibly exceed the threshold; keep the list of pairs (i, j) with IoU > threshold ("i
+       suppresses j if i is kept");
     3. fixed-point iteration ``keep[j] = not any(keep[i] for (i, j) in pairs)`` from all-True.
        Entry j depends only on entries i < j, so after t sweeps the first t entries are final and
        the unique fixed point is the greedy answer; each sweep is O(#pairs) tensor ops and the
        number of sweeps is the depth of the longest suppression chain (a few, in practice);
     4. the first ``post_max`` kept candidates.
+
+    ``groups (N,)`` (integers, e.g. the detection head's task): boxes of different groups never
+    suppress each other and ``pre_max`` / ``post_max`` count per group, so one call does the
+    NMS of every group (as ``batched_nms``).
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
     if pre_max is not None:
-        order = order[:pre_max]
+        order = order[:pre_max] if groups is None else order[group_rank(groups[order]) < pre_max]
     cand = _as_float(boxes[order])
     with torch.no_grad():
         ii, jj = _candidate_pairs(cand, cand, upper=True, min_iou=iou_threshold)
+        if groups is not None:
+            g = groups[order]
+            same = g[ii] == g[jj]
+            ii, jj = ii[same], jj[same]
         over = _pair_values(cand, cand, ii, jj, iou_bev_aligned) > iou_threshold
         ii, jj = ii[over], jj[over]  # i < j: i (higher score) suppresses j if i is kept
         keep = torch.ones(order.numel(), dtype=torch.bool, device=boxes.device)
-        while True:
+        while ii.numel():
             new = torch.ones_like(keep)
             new[jj[keep[ii]]] = False
             if torch.equal(new, keep):
@@ -276,5 +310,5 @@ def nms_rotated(
             keep = new
     idx = torch.nonzero(keep)[:, 0]
     if post_max is not None:
-        idx = idx[:post_max]
+        idx = idx[:post_max] if groups is None else idx[group_rank(groups[order[idx]]) < post_max]
     return order[idx]

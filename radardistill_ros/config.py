@@ -161,7 +161,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class PostConfig:
-    """Decoding: score = hm^(1-r) * iou^r, threshold, post-centre range, per-task rotated NMS."""
+    """Decoding: heatmap peaks, score = hm^(1-r) * iou^r, threshold, post-centre range, per-task
+    rotated NMS."""
 
     score_threshold: float = 0.1
     iou_rectifier: float = 0.5
@@ -170,6 +171,8 @@ class PostConfig:
     nms_iou_threshold: float = 0.2
     nms_pre_max: int = 1000
     nms_post_max: int = 83
+    #: k x k max-pool peak extraction on the heatmaps before NMS (odd k; 0 or 1 = off, as published)
+    peak_kernel: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,10 @@ class TrainConfig:
     grad_clip: float = 10.0
     num_workers: int = 2
     seed: int = 0
+
+
+#: The sections of a :class:`Config` that :meth:`Config.digest` covers.
+DIGEST_SECTIONS: tuple[str, ...] = ("grid", "data", "model")
 
 
 @dataclass(frozen=True)
@@ -206,8 +213,14 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def digest(self) -> str:
-        """sha256 of the canonical JSON form: identifies a config in checkpoints and engines."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """sha256 of the canonical JSON form of :data:`DIGEST_SECTIONS` (grid, input data,
+        architecture): what a checkpoint's weights and an engine's tensors depend on. Checkpoints
+        and engines store it and are refused under a config with another digest. Targets, losses,
+        the training recipe and post-processing are not part of it: changing them (a new decode
+        option, another score threshold) keeps existing checkpoints and engines valid."""
+        d = self.to_dict()
+        canonical = json.dumps({k: d[k] for k in DIGEST_SECTIONS}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +345,12 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, PostConfig):
         if not 0.0 <= obj.iou_rectifier <= 1.0:
             raise bad("iou_rectifier", "must be in [0, 1]")
+        if obj.peak_kernel < 0 or (obj.peak_kernel > 1 and obj.peak_kernel % 2 == 0):
+            raise bad("peak_kernel", f"must be 0 (off) or an odd window size, got {obj.peak_kernel}")
+        if not 0.0 <= obj.score_threshold < 1.0:
+            raise bad("score_threshold", f"must be in [0, 1), got {obj.score_threshold}")
+        if obj.nms_pre_max < 1 or obj.nms_post_max < 1:
+            raise bad("nms_pre_max", "nms_pre_max and nms_post_max must be >= 1")
     elif isinstance(obj, LossConfig):
         if len(obj.code_weights) != 10:
             raise bad("code_weights", f"expected 10 values, got {len(obj.code_weights)}")

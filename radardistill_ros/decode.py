@@ -16,12 +16,14 @@ Accepts torch tensors or numpy arrays (ONNX Runtime / TensorRT outputs); numpy i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from radardistill_ros.box_ops import nms_rotated
 from radardistill_ros.config import GridConfig, PostConfig
@@ -103,6 +105,21 @@ def _to_torch(x: Any) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
 
 
+def _window_max(x: Tensor, k: int) -> Tensor:
+    """``max_pool2d(x, k, stride=1, padding=k // 2)`` of ``(B, C, H, W)`` as two separable 1-D
+    running maxima of shifted views (several times faster than max_pool2d on CPU)."""
+    h = k // 2
+    height, width = x.shape[-2:]
+    p = F.pad(x, (h, h, h, h), value=float("-inf"))
+    row = p[..., :, 0:width]
+    for d in range(1, k):
+        row = torch.maximum(row, p[..., :, d:d + width])
+    out = row[..., 0:height, :]
+    for d in range(1, k):
+        out = torch.maximum(out, row[..., d:d + height, :])
+    return out
+
+
 @torch.no_grad()
 def decode(
     head_outputs: Sequence[Mapping[str, Any]] | Sequence[Any],
@@ -113,11 +130,15 @@ def decode(
     """Head outputs (list over tasks of dicts, or the flat ONNX list) -> one :class:`Detections`
     per sample, boxes in the grid's (ego) frame.
 
-    Per task t: ``hm = sigmoid(logits)``; top ``post.nms_pre_max`` (class, cell) entries; boxes by
-    :func:`regression_to_boxes`; ``score = hm^(1-r) * iou^r`` (``r = post.iou_rectifier``,
-    ``iou = clamp((pred_iou + 1) / 2, 0, 1)``; ``score = hm`` if the head has no ``iou``); keep
-    ``score > post.score_threshold`` with the centre inside ``post.post_center_range``; rotated
-    BEV NMS (IoU > ``post.nms_iou_threshold`` suppressed, ``post.nms_post_max`` kept per task).
+    For every class map: ``hm = sigmoid(logits)``; with ``post.peak_kernel = k > 1`` only cells
+    that are the maximum of their k x k neighbourhood stay candidates (CenterNet's max-pool peak
+    extraction: one candidate per heatmap peak instead of every cell of a blob); score ``s =
+    hm^(1-r) * iou^r`` (``r = post.iou_rectifier``, ``iou = clamp((pred_iou + 1) / 2, 0, 1)``
+    of the class's task; ``s = hm`` if the head has no ``iou``); candidates with ``s >
+    post.score_threshold``; boxes by :func:`regression_to_boxes`, centre inside
+    ``post.post_center_range``; rotated BEV NMS with the task as group (a task's boxes suppress
+    only each other): the ``post.nms_pre_max`` best candidates of each task, IoU >
+    ``post.nms_iou_threshold`` suppressed, ``post.nms_post_max`` kept per task.
     The threshold applies to the rectified score (OpenPCDet thresholds the raw heatmap).
     Numpy inputs give numpy outputs; tensors give tensors on their device.
     """
@@ -126,46 +147,53 @@ def decode(
     if len(head_outputs) != len(tasks):
         raise ValueError(f"head outputs have {len(head_outputs)} tasks, expected {len(tasks)}")
     as_numpy = isinstance(head_outputs[0]["hm"], np.ndarray)
-    r = float(post.iou_rectifier)
-    rng = post.post_center_range
-    per_sample: list[list[tuple[Tensor, Tensor, Tensor]]] | None = None
+    outs = [{k: _to_torch(v).float() for k, v in task_out.items()} for task_out in head_outputs]
+    for t, (out, names) in enumerate(zip(outs, tasks)):
+        if out["hm"].shape[1] != len(names):
+            raise ValueError(f"task {t} {names}: hm has {out['hm'].shape[1]} channels, expected {len(names)}")
+    device = outs[0]["hm"].device
+    bsz, width = outs[0]["hm"].shape[0], outs[0]["hm"].shape[-1]
+    class_task = torch.tensor([t for t, names in enumerate(tasks) for _ in names], device=device)
+    class_label = torch.tensor([CLASS_NAMES.index(n) for names in tasks for n in names], device=device)
 
-    for t, (task_out, names) in enumerate(zip(head_outputs, tasks)):
-        out = {k: _to_torch(v).float() for k, v in task_out.items()}
-        hm = out["hm"]
-        bsz, k_t, height, width = hm.shape
-        if k_t != len(names):
-            raise ValueError(f"task {t} {names}: hm has {k_t} channels, expected {len(names)}")
-        if per_sample is None:
-            per_sample = [[] for _ in range(bsz)]
-        global_labels = torch.tensor([CLASS_NAMES.index(n) for n in names], dtype=torch.long,
-                                     device=hm.device)
-        k = min(post.nms_pre_max, k_t * height * width)
-        hm_top, top = torch.sigmoid(hm).reshape(bsz, -1).topk(k, dim=1)  # (B, k), sorted
-        cls = torch.div(top, height * width, rounding_mode="floor")
-        cell = top % (height * width)
-        reg = gather_cells(head_regression(out), cell)  # (B, k, 10)
-        boxes = regression_to_boxes(reg, cell, grid)  # (B, k, 9)
-        if "iou" in out:
-            iou = ((gather_cells(out["iou"], cell)[..., 0] + 1.0) * 0.5).clamp(0.0, 1.0)
-            scores = hm_top.pow(1.0 - r) * iou.pow(r)
-        else:
-            scores = hm_top
-        keep = scores > post.score_threshold
-        for axis in range(3):
-            keep &= (boxes[..., axis] >= rng[axis]) & (boxes[..., axis] <= rng[axis + 3])
-        for b in range(bsz):
-            bx, sc, lb = boxes[b][keep[b]], scores[b][keep[b]], global_labels[cls[b][keep[b]]]
-            idx = nms_rotated(bx, sc, post.nms_iou_threshold, post.nms_pre_max, post.nms_post_max)
-            per_sample[b].append((bx[idx], sc[idx], lb[idx]))
+    logits = torch.cat([o["hm"] for o in outs], dim=1)  # (B, C, H, W), C = all classes
+    has_iou = all("iou" in o for o in outs)
+    r = float(post.iou_rectifier) if has_iou else 0.0
+    # s <= hm^(1-r) since iou <= 1: cells with hm^(1-r) <= threshold cannot pass
+    thr = float(post.score_threshold)
+    p_min = thr ** (1.0 / (1.0 - r)) if r < 1.0 else 0.0
+    candidate = logits > (math.log(p_min / (1.0 - p_min)) if 0.0 < p_min < 1.0 else -math.inf)
+    if post.peak_kernel > 1:
+        candidate &= logits == _window_max(logits, post.peak_kernel)
+    sample, cls, iy, ix = torch.nonzero(candidate, as_tuple=True)
+    task = class_task[cls]
+    scores = torch.sigmoid(logits[sample, cls, iy, ix])
+    if has_iou:
+        iou = torch.zeros_like(scores)
+        for t, o in enumerate(outs):
+            m = task == t
+            iou[m] = o["iou"][sample[m], 0, iy[m], ix[m]]
+        scores = scores.pow(1.0 - r) * ((iou + 1.0) * 0.5).clamp(0.0, 1.0).pow(r)
+    keep = scores > thr
+    sample, cls, iy, ix, task, scores = (x[keep] for x in (sample, cls, iy, ix, task, scores))
+    reg = scores.new_empty((scores.numel(), 10))
+    for t, o in enumerate(outs):
+        m = torch.nonzero(task == t)[:, 0]
+        if m.numel():
+            sm, ym, xm = sample[m], iy[m], ix[m]
+            reg[m] = torch.cat([o[k][sm, :, ym, xm] for k in REG_KEYS], dim=1)
+    boxes = regression_to_boxes(reg, iy * width + ix, grid)  # (n, 9)
+    rng = post.post_center_range
+    inside = ((boxes[:, :3] >= boxes.new_tensor(rng[:3]))
+              & (boxes[:, :3] <= boxes.new_tensor(rng[3:]))).all(dim=1)
+    sample, boxes, scores, labels, task = (x[inside] for x in (sample, boxes, scores, class_label[cls], task))
 
     results = []
-    for parts in per_sample or []:
-        boxes = torch.cat([p[0] for p in parts]).float()
-        scores = torch.cat([p[1] for p in parts]).float()
-        labels = torch.cat([p[2] for p in parts]).long()
-        if as_numpy:
-            results.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()))
-        else:
-            results.append(Detections(boxes, scores, labels))
+    for b in range(bsz):
+        sel = torch.nonzero(sample == b)[:, 0] if bsz > 1 else torch.arange(sample.numel(), device=device)
+        idx = sel[nms_rotated(boxes[sel], scores[sel], post.nms_iou_threshold, post.nms_pre_max,
+                              post.nms_post_max, groups=task[sel])]
+        idx = idx[torch.argsort(task[idx], stable=True)]  # by task, then score
+        det = Detections(boxes[idx].float(), scores[idx].float(), labels[idx].long())
+        results.append(Detections(*(x.cpu().numpy() for x in det)) if as_numpy else det)
     return results

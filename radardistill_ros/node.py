@@ -71,6 +71,11 @@ from radardistill_ros.pointcloud import PointCloudError, make_pointcloud2_msg
 from radardistill_ros.tf_buffer import TransformBuffer, TransformError
 
 NODE_NAME = "radardistill_detector"
+#: Python thread switch interval of the node process [s] (default 5 ms). The inference worker
+#: releases and re-takes the GIL around every torch op; with the default it waited up to 5 ms
+#: whenever the executor thread (cloud and /tf callbacks) held the GIL. Measured at 13 Hz:
+#: end-to-end p50 81 -> 56 ms (docs/benchmarks.md).
+GIL_SWITCH_INTERVAL_S = 0.0005
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 _T = Parameter.Type
@@ -84,7 +89,8 @@ PARAMETERS: tuple[tuple[str, Parameter.Type, str], ...] = (
      "weights and the model config; empty: model_path (which must then be a .pt)."),
     ("backend", _T.STRING, "Inference backend of the dense part: torch | onnxruntime | tensorrt."),
     ("device", _T.STRING, "Compute device: cpu | cuda | cuda:N."),
-    ("num_threads", _T.INTEGER, "CPU threads for torch and ONNX Runtime (>= 1)."),
+    ("num_threads", _T.INTEGER, "CPU threads of the dense part (ONNX Runtime or torch; >= 1); the front "
+     "end and decoding use one."),
     ("model_config", _T.STRING, "Expected model variant (name such as lite / paper, or a YAML path); it "
      "must match the checkpoint's config digest. Empty: the checkpoint's own config."),
     ("class_names", _T.STRING_ARRAY, "Class names in label order; must equal the model's classes."),
@@ -520,6 +526,7 @@ class DetectorNode(Node):
         t0 = time.monotonic()
         try:
             self._wait_for_pose(trig.stamp_ns)
+            t_pose = time.monotonic()
             frame = self.assembler.assemble(trig.stamp_ns)
         except TransformError as exc:
             self.counters.reject(transform_error_reason(exc))
@@ -547,7 +554,7 @@ class DetectorNode(Node):
         latency_ms = (t_pub - trig.receive_s) * 1e3
         processing_ms = (t3 - t0) * 1e3
         stages = {"input_decode": trig.decode_ms, "wait": (t0 - trig.receive_s) * 1e3,
-                  "accumulate": (t1 - t0) * 1e3, **result.timings,
+                  "pose_wait": (t_pose - t0) * 1e3, "accumulate": (t1 - t_pose) * 1e3, **result.timings,
                   "output": (t3 - t2) * 1e3, "receive_to_publish": latency_ms,
                   "points": float(result.num_points), "sweeps": float(frame.num_sweeps),
                   "detections": float(len(boxes))}
@@ -705,6 +712,7 @@ def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point (console script ``detector_node``); returns the exit status (2: bad parameters)."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=list(sys.argv if args is None else args))
     node: DetectorNode | None = None
     status = 0

@@ -42,6 +42,7 @@ from radardistill_ros.config import Config, load_config
 from radardistill_ros.conventions import CLASS_NAMES, RADAR_FEATURES
 from radardistill_ros.decode import decode
 from radardistill_ros.model import PillarNetDetector, load_checkpoint
+from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.pointcloud import decode_pointcloud2, drop_nonfinite, to_feature_array
 from radardistill_ros.sweeps import Sweep, SweepAccumulator, sweeps_to_ref
 from radardistill_ros.tf_buffer import (
@@ -108,17 +109,22 @@ class RadarDetector:
         backend: an :class:`InferenceBackend` serving the dense part of ``cfg``.
         score_threshold: overrides ``cfg.post.score_threshold`` (None keeps it).
         device: torch device of the front end (``"cpu"`` or ``"cuda[:N]"``).
+        front_threads: torch intra-op threads for the front end and decode (CPU); None leaves
+            torch's setting alone. Both are many small ops, for which a second OpenMP thread
+            costs more in wake-ups than it gains (docs/benchmarks.md), so one is the default
+            of :meth:`from_checkpoint`.
+        dense_threads: torch intra-op threads for a torch CPU dense part (None: unchanged);
+            ONNX Runtime and TensorRT sessions have their own.
     """
 
     def __init__(self, model: PillarNetDetector, cfg: Config, backend: InferenceBackend,
-                 score_threshold: float | None = None, device: str = "cpu") -> None:
+                 score_threshold: float | None = None, device: str = "cpu",
+                 front_threads: int | None = None, dense_threads: int | None = None) -> None:
         if model.modality != "radar":
             raise ValueError(f"RadarDetector needs the radar student, got a {model.modality!r} model")
         self.cfg = cfg
         self.device = torch.device(device)
-        self.front_end = model.front_end.to(self.device).eval()
-        for p in self.front_end.parameters():
-            p.requires_grad_(False)
+        self.front_end = fold_front_end(model.front_end).to(self.device)  # batch norms folded
         self.backend = backend
         post = cfg.post
         if score_threshold is not None:
@@ -128,6 +134,9 @@ class RadarDetector:
         self.post = post
         self.class_names: tuple[str, ...] = CLASS_NAMES
         self.num_features = len(RADAR_FEATURES)
+        on_cpu = self.device.type == "cpu"
+        self.front_threads = int(front_threads) if front_threads and on_cpu else None
+        self.dense_threads = int(dense_threads) if dense_threads and on_cpu else None
 
     # ------------------------------------------------------------------------------ building
     @classmethod
@@ -148,7 +157,8 @@ class RadarDetector:
             config: expected variant (name, path or Config); None = the checkpoint's own. The
                 checkpoint's config digest must match (``CheckpointError`` otherwise).
             score_threshold: decode threshold on the rectified score (None: the config's).
-            num_threads: CPU intra-op threads (torch process-wide, and the ONNX Runtime session).
+            num_threads: CPU intra-op threads of the dense part (the ONNX Runtime session, or torch
+                for ``backend="torch"``); the front end and decode use one torch thread.
             device: ``"cpu"`` or ``"cuda[:N]"``.
             fp16: FP16 for the torch (CUDA) and tensorrt backends.
         """
@@ -173,7 +183,9 @@ class RadarDetector:
                 _check_export_weights(dense_path, checkpoint_path)
             engine = create_backend(backend, cfg, dense_path, device=device, fp16=fp16,
                                     num_threads=int(num_threads))
-        return cls(model, cfg, engine, score_threshold=score_threshold, device=device)
+        torch_dense = backend == "torch"
+        return cls(model, cfg, engine, score_threshold=score_threshold, device=device, front_threads=1,
+                   dense_threads=int(num_threads) if torch_dense else None)
 
     # ------------------------------------------------------------------------------ inference
     def front(self, points: np.ndarray) -> torch.Tensor:
@@ -194,10 +206,16 @@ class RadarDetector:
         grid are dropped by the pillariser, as in training.
         """
         t0 = time.perf_counter()
+        if self.front_threads:
+            torch.set_num_threads(self.front_threads)
         x_conv4 = self.front(points)
         t1 = time.perf_counter()
+        if self.dense_threads:
+            torch.set_num_threads(self.dense_threads)
         heads = self.backend.infer(x_conv4)
         t2 = time.perf_counter()
+        if self.front_threads:
+            torch.set_num_threads(self.front_threads)
         det = decode(heads, self.cfg.grid, self.post)[0]
         t3 = time.perf_counter()
         timings = {"front_end": (t1 - t0) * 1e3, "dense": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3,

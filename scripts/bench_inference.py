@@ -6,9 +6,11 @@
 Stages per frame: pillarisation, VFE, sparse encoder (the torch front end, shared by every
 backend), dense part (stage 5 + CMA + DenseEnc + CenterHead) on each backend, decode. Input: a
 pool of synthetic nuScenes-like accumulated radar frames (5 radars x 6 sweeps, ~1.5k points over
-+-54 m; ``export.check.synthetic_radar_points``), cycled. Weights: ``export.check.random_student``
-(random, head outputs scaled to a spread of scores; latency does not depend on the values except
-through the number of boxes decode/NMS sees, which this makes worst-case-like). Backends run
++-54 m; ``export.check.synthetic_radar_points``), cycled. Weights: ``--checkpoint`` (a trained
+student, for the first variant) or ``export.check.random_student`` (random, head outputs scaled
+to a spread of scores; latency does not depend on the values except through the number of boxes
+decode/NMS sees, which random heads make worst-case-like). The front end is the inference form
+the node runs (batch norms folded) and, like decode, runs on ``--front-threads`` torch threads. Backends run
 interleaved on the same frames (torch eager, ONNX Runtime; on a CUDA machine also torch CUDA
 fp32/fp16/CUDA graphs), so the ORT/eager ratio is measured under the same load. Whole model =
 front end + dense + decode of the same frame (its p99 is over frames, not a sum of p99s).
@@ -42,6 +44,8 @@ from radardistill_ros.backends import BackendUnavailable, create_backend
 from radardistill_ros.backends.torch_backend import TorchBackend
 from radardistill_ros.config import load_config
 from radardistill_ros.decode import decode
+from radardistill_ros.model import load_checkpoint
+from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.model.pillars import pillarize
 from radardistill_ros.model.sparse import SparseTensor
 
@@ -89,15 +93,19 @@ def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict
 
 
 @torch.inference_mode()
-def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path) -> dict:
+def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path,
+                  front_threads: int = 1, checkpoint: str | None = None) -> dict:
     cfg = load_config(name)
-    model = random_student(cfg, 0)
+    if checkpoint:  # a trained student: decode sees the detections a real model makes
+        model, cfg = load_checkpoint(checkpoint, cfg=cfg, modality="radar")
+    else:
+        model = random_student(cfg, 0)
     t0 = time.perf_counter()
     onnx_path = export_onnx(model.dense, cfg, workdir / f"{name}.onnx", verbose=False)
     export_s = time.perf_counter() - t0
     backends, skipped = make_backends(cfg, model, onnx_path, threads)
     clouds = [torch.from_numpy(synthetic_radar_points(1000 + i)) for i in range(pool)]
-    fe = model.front_end
+    fe = fold_front_end(model.front_end)  # what RadarDetector (the node) runs: batch norms folded
     # the split below is PillarFrontEnd.forward stage by stage; prove it is the same computation
     p = pillarize(clouds[0], cfg.grid, 1)
     split = fe.encoder(SparseTensor(fe.vfe(p), p.coords, p.grid, 1))
@@ -111,6 +119,7 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
     labels = list(backends)
     for i in range(warmup + frames):
         pts = clouds[i % pool]
+        torch.set_num_threads(front_threads)  # as RadarDetector: front end and decode on front_threads
         c0, t0 = time.process_time(), time.perf_counter()
         p = pillarize(pts, cfg.grid, 1)
         t1 = time.perf_counter()
@@ -123,9 +132,11 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         order = labels if i % 2 == 0 else labels[::-1]  # alternate, so neither backend always runs first
         per_backend = {}
         for b in order:
+            torch.set_num_threads(threads if b == "torch-cpu" else front_threads)
             q0, s0 = time.process_time(), time.perf_counter()
             heads = backends[b].infer(x)
             s1, q1 = time.perf_counter(), time.process_time()
+            torch.set_num_threads(front_threads)
             dets = decode(heads, cfg.grid, cfg.post)[0]
             s2, q2 = time.perf_counter(), time.process_time()
             per_backend[b] = (s1 - s0, s2 - s1, len(dets.scores), q1 - q0, q2 - q1)
@@ -145,7 +156,8 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         n_points.append(len(pts))
         n_pillars.append(int(p.coords.shape[0]))
         n_dets.append(per_backend[labels[0]][2])
-    res = {"variant": name, "digest": cfg.digest(), "frames": frames, "warmup": warmup, "export_s": export_s,
+    res = {"variant": name, "checkpoint": checkpoint, "digest": cfg.digest(), "frames": frames,
+           "warmup": warmup, "export_s": export_s,
            "onnx_mib": onnx_path.stat().st_size / 2**20, "x_conv4_shape": list(x4.shape),
            "params_dense": sum(q.numel() for q in model.dense.parameters()),
            "points_mean": float(np.mean(n_points)), "pillars_mean": float(np.mean(n_pillars)),
@@ -180,13 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper-frames", type=int, default=10, help="timed frames for paper (slow on CPU)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--pool", type=int, default=20, help="distinct synthetic frames, cycled")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="threads of the dense part (ORT session / torch)")
+    ap.add_argument("--checkpoint", help="trained student for the first variant (default: random weights)")
+    ap.add_argument("--front-threads", type=int, default=1,
+                    help="torch threads of the front end and decode (the node uses 1)")
     ap.add_argument("--out", default="results/bench_inference.json")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     env = {"machine": f"{cpu_name()}, {os.cpu_count()} cores visible, {platform.platform()}",
-           "threads": args.threads, "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+           "threads": args.threads, "front_threads": args.front_threads,
+           "torch": torch.__version__, "cuda": torch.cuda.is_available(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": os.getloadavg()}
     try:
@@ -201,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             frames = args.paper_frames if v == "paper" else args.frames
             warmup = min(args.warmup, 2) if v == "paper" else args.warmup
             print(f"[bench] {v}: {frames} frames ...", file=sys.stderr, flush=True)
-            results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp)))
+            ckpt = args.checkpoint if args.checkpoint and v == args.variants[0] else None
+            results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
+                                         args.front_threads, ckpt))
     env["loadavg_end"] = os.getloadavg()
     checks = {}
     for r in results:

@@ -16,7 +16,9 @@
    Detection3DArray over DDS (end-to-end latency), plus the node's per-frame stage times from
    ``~/debug/stage_times``: node overhead = input decode (the trigger's callback) + accumulate
    (transforms + sweep accumulation) + output (Detection3DArray and velocity cloud built and
-   published); model = front end + dense part + decode.
+   published); model = front end + dense part + decode. ``pose_wait`` (waiting for the ego pose
+   at the trigger stamp to arrive on /tf) and ``wait`` (trigger waiting for the worker) are
+   reported apart: they are waiting for data or for the previous frame, not work.
 
 Prints a table and writes JSON (``--out``). Measure on an otherwise idle machine: p99 on shared
 machines moves by +-10 % between runs (platform.md).
@@ -166,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_ms": _stats(e2e),
         "node_overhead_ms": _stats(overhead),
         "stages_ms": {k: _stats([s[k] for s in st]) for k in
-                      ("input_decode", "wait", "accumulate", "front_end", "dense", "decode", "output",
-                       "receive_to_publish")},
+                      ("input_decode", "wait", "pose_wait", "accumulate", "front_end", "dense", "decode",
+                       "output", "receive_to_publish")},
         "points_per_frame": _stats([s["points"] for s in st]),
         "detections_per_frame": _stats([s["detections"] for s in st]),
         "targets": {"end_to_end_p99_ms": 60.0, "drops": 0, "node_overhead_p99_ms": 5.0},

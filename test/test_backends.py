@@ -21,7 +21,7 @@ from radardistill_ros.backends import (
     input_shape,
 )
 from radardistill_ros.backends.base import group_outputs
-from radardistill_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from radardistill_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, session_options
 from radardistill_ros.backends.torch_backend import TorchBackend
 from radardistill_ros.config import load_config
 from radardistill_ros.conventions import TASKS
@@ -30,11 +30,11 @@ from radardistill_ros.model import HEAD_KEYS, CheckpointError, save_checkpoint
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """The lite architecture on a 24 x 24 BEV grid (+-13.5 m): random student, checkpoint, ONNX."""
+    """The lite architecture on a 12 x 12 BEV grid (+-13.5 m): random student, checkpoint, ONNX."""
     lite = load_config("lite")
     cfg = dataclasses.replace(lite, grid=dataclasses.replace(
         lite.grid, point_cloud_range=(-13.5, -13.5, -3.2, 13.5, 13.5, 4.8)))
-    assert cfg.grid.bev_shape == (24, 24)
+    assert cfg.grid.bev_shape == (12, 12)
     model = random_student(cfg, 1)
     d = tmp_path_factory.mktemp("small")
     save_checkpoint(d / "student.pt", model, cfg, "radar")
@@ -112,17 +112,19 @@ def test_onnxruntime_backend(small):
     assert isinstance(backend, InferenceBackend) and backend.name == "onnxruntime-cpu"
     opts = backend.session.get_session_options()
     assert opts.intra_op_num_threads == 2
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    quiet = session_options(1, spinning=False)
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert backend.session.get_providers() == ["CPUExecutionProvider"]
     assert backend.metadata["config_digest"] == small.cfg.digest()
     out = backend.infer(small.x)
     _check_layout(out, small.cfg)
     ref = TorchBackend(small.model.dense, small.cfg).infer(small.x)
     diff = _max_diff(ref, out)
-    print(f"ORT vs torch (24x24 lite) max |diff| {diff:.2e}")
+    print(f"ORT vs torch (12x12 lite) max |diff| {diff:.2e}")
     assert diff <= 1e-4
     assert _max_diff(out, backend.infer(torch.from_numpy(small.x))) == 0.0  # tensors accepted
-    with pytest.raises(ValueError, match=r"shape \(1, 48, 96, 96\), the model expects \(1, 48, 24, 24\)"):
+    with pytest.raises(ValueError, match=r"shape \(1, 48, 96, 96\), the model expects \(1, 48, 12, 12\)"):
         backend.infer(np.zeros((1, 48, 96, 96), np.float32))
 
 

@@ -13,6 +13,7 @@ from radardistill_ros.box_ops import (
     bev_intersection_aligned,
     box_corners_bev,
     diou3d_aligned,
+    group_rank,
     iou3d,
     iou3d_aligned,
     iou_bev,
@@ -210,3 +211,23 @@ def test_pairwise_equals_aligned_on_all_pairs() -> None:
     ii, jj = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
     dense = iou3d_aligned(a[ii.reshape(-1)], b[jj.reshape(-1)]).reshape(40, 40)
     torch.testing.assert_close(iou3d(a, b), dense, atol=1e-6, rtol=0)
+
+
+def test_group_rank_by_hand() -> None:
+    assert group_rank(torch.tensor([3, 5, 3, 3, 5])).tolist() == [0, 0, 1, 2, 1]
+    assert group_rank(torch.zeros(0, dtype=torch.long)).numel() == 0
+
+
+def test_nms_with_groups_equals_nms_per_group() -> None:
+    gen = torch.Generator().manual_seed(5)
+    boxes = random_boxes(200, gen, spread=10.0)
+    scores = torch.rand(200, generator=gen)
+    groups = torch.randint(0, 4, (200,), generator=gen)
+    for pre_max, post_max in ((None, None), (30, 12)):
+        got = nms_rotated(boxes, scores, 0.2, pre_max, post_max, groups=groups)
+        expected = []
+        for g in range(4):
+            idx = torch.nonzero(groups == g)[:, 0]
+            expected += idx[nms_rotated(boxes[idx], scores[idx], 0.2, pre_max, post_max)].tolist()
+        assert sorted(got.tolist()) == sorted(expected)
+        assert scores[got].tolist() == sorted(scores[got].tolist(), reverse=True)  # by score across groups

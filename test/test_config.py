@@ -31,8 +31,14 @@ def test_round_trip_and_digest_is_stable() -> None:
     again = config_from_dict(cfg.to_dict())
     assert again == cfg and again.digest() == cfg.digest()
     d = cfg.to_dict()
-    d["post"]["score_threshold"] = 0.3
+    d["model"]["head"]["head_channels"] = 32
     assert config_from_dict(d).digest() != cfg.digest()
+    # post-processing and the training recipe do not touch the weights: same digest
+    d = cfg.to_dict()
+    d["post"]["score_threshold"] = 0.3
+    d["post"]["peak_kernel"] = 0
+    d["train"]["lr"] = 0.5
+    assert config_from_dict(d).digest() == cfg.digest()
 
 
 @pytest.mark.parametrize(

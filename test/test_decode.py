@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from radardistill_ros.config import GridConfig, PostConfig
 from radardistill_ros.conventions import CLASS_NAMES, TASKS
 from radardistill_ros.decode import (
     HEAD_KEYS,
+    _window_max,
     decode,
     gather_cells,
     head_regression,
@@ -152,3 +154,46 @@ def test_regression_to_boxes_matches_decode_and_gathers() -> None:
     out = decode(heads, GRID, POST)[0]
     np.testing.assert_allclose(boxes[0].numpy(), out.boxes.numpy(), rtol=1e-6)
     assert out.labels.tolist() == [CLASS_NAMES.index("barrier")]
+
+
+def test_peak_extraction_keeps_one_candidate_per_blob() -> None:
+    # a 3 x 3 car blob (centre 0.8, ring 0.6) and a lone weaker car peak 4 cells away
+    heads = empty_heads()
+    unit = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # 1 m cubes at cell centres
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            put_peak(heads, 0, 0, 8 + dy, 8 + dx, hm=0.8 if dy == dx == 0 else 0.6, iou_pred=1.0, reg=unit)
+    put_peak(heads, 0, 0, 8, 12, hm=0.3, iou_pred=1.0, reg=unit)
+    post = dataclasses.replace(POST, nms_iou_threshold=0.99)  # NMS out of the way (cubes do not overlap)
+    peaks = decode(heads, GRID, dataclasses.replace(post, peak_kernel=3))[0]
+    # the blob's centre and the lone peak; cell (iy, ix) -> x = -4.8 + (ix + 0.5) * 0.6
+    assert peaks.scores.tolist() == pytest.approx([0.8**0.5, 0.3**0.5], abs=1e-6)
+    assert peaks.boxes[:, 0].tolist() == pytest.approx([-4.8 + 8.5 * 0.6, -4.8 + 12.5 * 0.6], abs=1e-5)
+    every_cell = decode(heads, GRID, dataclasses.replace(post, peak_kernel=0))[0]
+    assert len(every_cell.scores) == 10
+    # a plateau (equal neighbours) keeps every maximal cell: ties are not broken arbitrarily
+    heads = empty_heads()
+    put_peak(heads, 0, 0, 5, 5, hm=0.7, iou_pred=1.0, reg=unit)
+    put_peak(heads, 0, 0, 5, 6, hm=0.7, iou_pred=1.0, reg=unit)
+    assert len(decode(heads, GRID, dataclasses.replace(post, peak_kernel=3))[0].scores) == 2
+
+
+def test_window_max_equals_max_pool() -> None:
+    x = torch.randn(2, 3, 11, 9, generator=torch.Generator().manual_seed(0))
+    for k in (3, 5):
+        ref = torch.nn.functional.max_pool2d(x, k, stride=1, padding=k // 2)
+        assert torch.equal(_window_max(x, k), ref)
+
+
+def test_batched_decode_equals_per_sample() -> None:
+    gen = torch.Generator().manual_seed(1)
+    heads = empty_heads(batch=3)
+    for b in range(3):
+        for t in range(len(TASKS)):
+            heads[t]["hm"][b] = torch.randn(heads[t]["hm"].shape[1:], generator=gen) * 2 - 2
+    out = decode(heads, GRID, POST)
+    for b in range(3):
+        single = decode([{k: v[b:b + 1] for k, v in h.items()} for h in heads], GRID, POST)[0]
+        assert len(single.scores) > 0
+        for x, y in zip(out[b], single):
+            assert torch.equal(x, y)

@@ -50,7 +50,7 @@ def test_lite_export_single_file_checker_clean(lite):
     assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= MIN_OPSET
     assert [i.name for i in model.graph.input] == ["x_conv4"]
-    assert _dims(model.graph.input[0]) == list(input_shape(lite.cfg)) == [1, 48, 96, 96]
+    assert _dims(model.graph.input[0]) == list(input_shape(lite.cfg)) == [1, 48, 48, 48]
     names = [o.name for o in model.graph.output]
     assert names == head_output_names() and names[:2] == ["task0.hm", "task0.center"]
     assert {o.name: _dims(o) for o in model.graph.output} == output_shapes(lite.cfg)
@@ -62,7 +62,7 @@ def test_metadata_round_trip(lite):
     assert meta["format"] == FORMAT
     assert meta["config_digest"] == cfg.digest() and meta["config_name"] == "lite"
     assert meta["class_names"] == list(CLASS_NAMES) and meta["tasks"] == [list(t) for t in TASKS]
-    assert meta["grid"]["bev_shape"] == [96, 96] and meta["grid"]["out_stride"] == 8
+    assert meta["grid"]["bev_shape"] == [48, 48] and meta["grid"]["out_stride"] == 8
     assert meta["grid"]["point_cloud_range"] == list(cfg.grid.point_cloud_range)
     assert meta["input_names"] == ["x_conv4"] and meta["output_names"] == head_output_names()
     assert meta["weights"] == {"source": "checkpoint", "file": "student.pt", "sha256": file_sha256(lite.ckpt)}
@@ -72,7 +72,7 @@ def test_metadata_round_trip(lite):
 
 def test_onnxruntime_parity_lite(lite):
     inputs = synthetic_inputs(lite.model, 2)
-    assert inputs.shape == (2, 48, 96, 96) and (inputs != 0).any()
+    assert inputs.shape == (2, 48, 48, 48) and (inputs != 0).any()
     report = check_backends(lite.cfg, lite.model, inputs, onnx_path=lite.onnx)
     print(report.table())
     assert report.ok, report.table()
@@ -92,10 +92,16 @@ def test_model_for_another_config_is_refused(lite):
     print(msg)
     assert lite.cfg.digest()[:16] in msg and paper.digest()[:16] in msg
     assert "'lite'" in msg and "'paper'" in msg
-    tweaked = dataclasses.replace(lite.cfg, post=dataclasses.replace(lite.cfg.post, score_threshold=0.3))
+    head = dataclasses.replace(lite.cfg.model.head, head_channels=16)
+    tweaked = dataclasses.replace(lite.cfg, model=dataclasses.replace(lite.cfg.model, head=head))
     with pytest.raises(ModelMismatchError,
-                       match=r"post\.score_threshold: 0\.1 \(model\) != 0\.3 \(runtime\)"):
+                       match=r"model\.head\.head_channels: 32 \(model\) != 16 \(runtime\)"):
         create_backend("onnxruntime", tweaked, lite.onnx)
+    # decoding runs outside the engine: another score threshold or peak window is accepted
+    serving = dataclasses.replace(lite.cfg, post=dataclasses.replace(lite.cfg.post, score_threshold=0.3,
+                                                                     peak_kernel=0))
+    backend = create_backend("onnxruntime", serving, lite.onnx)
+    assert len(backend.infer(np.zeros(input_shape(lite.cfg), np.float32))) == len(TASKS)
 
 
 def test_check_metadata_rejects_tampered_fields(lite):
@@ -164,6 +170,6 @@ def test_check_cli_and_recorded_inputs(lite, tmp_path, capsys):
     out = capsys.readouterr().out
     print(out)
     assert rc == 0 and "| onnxruntime-cpu | fp32 |" in out and "PASS" in out and "skipped" in out
-    assert load_inputs(saved, lite.cfg).shape == (1, 48, 96, 96)
+    assert load_inputs(saved, lite.cfg).shape == (1, 48, 48, 48)
     with pytest.raises(ValueError, match="expects"):
         load_inputs(saved, load_config("paper"))

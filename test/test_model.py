@@ -61,8 +61,8 @@ def shrink(cfg: Config, half: float) -> Config:
 @pytest.fixture(scope="module")
 def lite() -> Config:
     cfg = load_config("lite")
-    assert cfg.grid.bev_shape == (96, 96) and cfg.grid.cell_size == (1.125, 1.125)
-    return shrink(cfg, 13.5)                       # 192^2 pillars, BEV 24 x 24
+    assert cfg.grid.bev_shape == (48, 48) and cfg.grid.cell_size == (2.25, 2.25)
+    return shrink(cfg, 13.5)                       # 96^2 pillars, BEV 12 x 12
 
 
 def test_paper_parameter_counts() -> None:
@@ -118,10 +118,10 @@ def test_lite_forward_backward(lite: Config) -> None:
     torch.manual_seed(0)
     m = build_model(lite, "radar").train()
     out = m(radar_points(400, 2, 13.5), 2)
-    assert out.x_conv4.shape == (2, 48, 24, 24)
-    assert out.aligned1.shape == out.aligned2.shape == (2, 48, 24, 24)
-    assert out.high1.shape == out.high2.shape == (2, lite.model.dense_enc.channels, 24, 24)
-    check_head(out.head, 2, (24, 24))
+    assert out.x_conv4.shape == (2, 48, 12, 12)
+    assert out.aligned1.shape == out.aligned2.shape == (2, 48, 12, 12)
+    assert out.high1.shape == out.high2.shape == (2, lite.model.dense_enc.channels, 12, 12)
+    check_head(out.head, 2, (12, 12))
     loss = sum(v.square().mean() for t in out.head for v in t.values())
     loss = loss + out.aligned1.mean() + out.high1.mean()
     loss.backward()
@@ -141,7 +141,7 @@ def test_teacher_is_same_class_without_cma(lite: Config) -> None:
     with torch.no_grad():
         out = t(pts, 1)
     assert out.aligned1 is None and out.aligned2 is None
-    check_head(out.head, 1, (24, 24))
+    check_head(out.head, 1, (12, 12))
 
 
 def test_x_conv5_comes_from_pre_cma_x_conv4(lite: Config) -> None:
@@ -192,6 +192,11 @@ def test_checkpoint_round_trip_and_refusals(lite: Config, tmp_path) -> None:
         load_checkpoint(path, load_config("paper"))
     with pytest.raises(CheckpointError, match="modality"):
         load_checkpoint(path, lite, "lidar")
+    # decoding and training settings are not part of the digest: the requested config is returned
+    post = dataclasses.replace(lite.post, score_threshold=0.3, peak_kernel=0)
+    serving = dataclasses.replace(lite, post=post)
+    _, cfg = load_checkpoint(path, serving, "radar")
+    assert cfg is serving and cfg.post.score_threshold == 0.3
 
 
 def test_model_config_validation(lite: Config) -> None:

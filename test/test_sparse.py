@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from radardistill_ros.config import load_config
 from radardistill_ros.model import sparse as sp
 from radardistill_ros.model.backbone import SparseEncoder
-from radardistill_ros.model.pillars import pillarize
+from radardistill_ros.model.pillars import pillarize, unique_keys
 from radardistill_ros.model.sparse import SparseConv2d, SparseTensor, set_sparse_backend
 
 CASES = [  # (subm, stride, padding)
@@ -175,3 +175,13 @@ def test_pillarize_by_hand() -> None:
     assert p.coords.tolist() == [[0, 720, 720], [1, 1439, 0]]
     assert p.point_pillar.tolist() == [0, 0, 1]
     assert p.points[:, 4].tolist() == [1, 2, 3]
+
+
+def test_unique_keys_equals_torch_unique() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for n in (0, 1, 7, 500):
+        keys = torch.randint(-20, 60, (n,), generator=gen)
+        ref, ref_inv = torch.unique(keys, sorted=True, return_inverse=True)
+        got, inv = unique_keys(keys, return_inverse=True)
+        assert torch.equal(got, ref) and torch.equal(inv, ref_inv)
+        assert torch.equal(unique_keys(keys)[0], ref) and unique_keys(keys)[1] is None

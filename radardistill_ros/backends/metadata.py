@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from radardistill_ros.backends.base import INPUT_NAME, ModelMismatchError, input_shape
-from radardistill_ros.config import Config
+from radardistill_ros.config import DIGEST_SECTIONS, Config
 from radardistill_ros.conventions import CLASS_NAMES, TASKS
 from radardistill_ros.model.head import HEAD_KEYS, REG_CHANNELS, head_output_names
 
@@ -104,13 +104,17 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], li
 
 def check_metadata(meta: Mapping[str, Any], cfg: Config, source: str = "model") -> None:
     """Refuse (``ModelMismatchError``) a model whose format, config digest, class names, task
-    groups, grid or I/O do not match the runtime's ``cfg``; the message names both digests."""
+    groups, grid or I/O do not match the runtime's ``cfg``; the message names both digests and the
+    differing fields of the digested sections (grid, data, model: decoding settings may differ,
+    decoding runs outside the engine)."""
     if meta.get("format") != FORMAT:
         raise ModelMismatchError(f"{source}: export format {meta.get('format')!r}, this runtime reads "
                                  f"{FORMAT!r}; re-export it with `python -m export.onnx`")
     stored, current = meta.get("config_digest"), cfg.digest()
     if stored != current:
-        diffs = config_differences(meta.get("config", {}), cfg.to_dict()) if "config" in meta else []
+        ours = cfg.to_dict()
+        diffs = config_differences({k: meta["config"].get(k) for k in DIGEST_SECTIONS},
+                                   {k: ours[k] for k in DIGEST_SECTIONS}) if "config" in meta else []
         raise ModelMismatchError(
             f"{source} was exported for config {meta.get('config_name')!r} (digest {str(stored)[:16]}), "
             f"but the runtime config is {cfg.name!r} (digest {current[:16]})"

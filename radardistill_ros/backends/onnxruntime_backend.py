@@ -1,5 +1,5 @@
 """ONNX Runtime backend for the exported dense part: CPU execution provider (CUDA EP where
-onnxruntime-gpu is installed), fixed intra-op threads, spinning off, all graph optimisations.
+onnxruntime-gpu is installed), fixed intra-op threads, thread spinning on, all graph optimisations.
 
 The model's metadata is checked against the runtime config before the first frame; per frame
 the path is numpy in, ``session.run``, numpy out (no torch ops, no autograd).
@@ -35,17 +35,18 @@ def import_onnxruntime():
     return ort
 
 
-def session_options(num_threads: int):
-    """Session options for a process that shares its cores: ``num_threads`` intra-op threads,
-    sequential execution, thread spinning off (idle spinning sessions steal the cores of the rest
-    of the process), graph optimisation level ALL."""
+def session_options(num_threads: int, spinning: bool = True):
+    """Session options: ``num_threads`` intra-op threads, sequential execution, graph optimisation
+    level ALL, intra-op thread spinning on by default: waking sleeping workers for each of the
+    graph's ~600 small kernels cost the lite dense part ~30% (measured in the node too:
+    docs/benchmarks.md); ``spinning=False`` for processes that must not busy-wait between runs."""
     ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = num_threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so

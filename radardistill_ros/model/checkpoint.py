@@ -43,9 +43,10 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None, modality: Modal
                     model: nn.Module | None = None) -> tuple[PillarNetDetector | nn.Module, Config]:
     """Load weights; returns (model, config).
 
-    ``cfg``: expected config (digest must match, else :class:`CheckpointError`); None = the
-    checkpoint's own. ``modality``: expected modality (checked) or None. ``model``: load into it
-    (strict); None = build one with :func:`build_model` (eval mode).
+    ``cfg``: expected config (digest must match, else :class:`CheckpointError`; it is returned,
+    so its post-processing and training sections apply); None = the checkpoint's own.
+    ``modality``: expected modality (checked) or None. ``model``: load into it (strict); None =
+    build one with :func:`build_model` (eval mode).
     """
     ckpt = read_checkpoint(path)
     stored = config_from_dict(ckpt["config"])
@@ -62,4 +63,4 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None, modality: Modal
         model = build_model(stored, ckpt["modality"])
         model.eval()
     model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model, stored
+    return model, stored if cfg is None else cfg

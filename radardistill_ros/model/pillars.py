@@ -32,6 +32,21 @@ class Pillars:
     batch_size: int
 
 
+def unique_keys(keys: Tensor, return_inverse: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Sorted unique values of an integer tensor ``keys (N,)`` and, optionally, each entry's
+    position in them (``torch.unique(sorted=True, return_inverse=...)``, computed with one sort
+    and a run-start mask: several times faster than ``torch.unique`` on CPU)."""
+    ordered, perm = torch.sort(keys)
+    start = torch.ones_like(ordered, dtype=torch.bool)
+    start[1:] = ordered[1:] != ordered[:-1]
+    unique = ordered[start]
+    if not return_inverse:
+        return unique, None
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.cumsum(start, dim=0) - 1
+    return unique, inverse
+
+
 def pillarize(points: Tensor, grid: GridConfig, batch_size: int) -> Pillars:
     """Assign points (N, 1 + F) to pillars of ``grid``; see :class:`Pillars`."""
     if points.dim() != 2 or points.shape[1] < 4:
@@ -48,6 +63,6 @@ def pillarize(points: Tensor, grid: GridConfig, batch_size: int) -> Pillars:
     if not bool(keep.all()):
         points, ix, iy, b = points[keep], ix[keep], iy[keep], b[keep]
     key = (b * ny + iy) * nx + ix
-    ukey, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    ukey, inverse = unique_keys(key, return_inverse=True)
     coords = torch.stack((ukey // (ny * nx), (ukey // nx) % ny, ukey % nx), dim=1)
     return Pillars(points, inverse, coords, (ny, nx), batch_size)

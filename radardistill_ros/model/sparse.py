@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from radardistill_ros.model.pillars import unique_keys
+
 BACKENDS = ("torch", "spconv")
 
 
@@ -110,14 +112,17 @@ def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None 
 
 
 def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: int, out_indices: Tensor,
-                     k: int, stride: int, padding: int, missing: int = -1) -> Tensor:
+                     k: int, stride: int, padding: int, missing: int = -1,
+                     cache: dict[Any, Any] | None = None) -> Tensor:
     """Input row feeding output site o through kernel tap (ky, kx), or ``missing`` where none.
 
     Input position of tap (ky, kx) at output (y, x) is (y*s - p + ky, x*s - p + kx) (F.conv2d's
     cross-correlation). Sites are keyed on the grid padded by p on every side, (H + 2p, W + 2p),
     where every tap of every output lands inside (the padding holds no active site), so a tap's
     key is the output's base key plus a constant offset ``ky*(W + 2p) + kx``.
-    Returns (P_out, k*k) int64.
+    ``cache`` (the input's :attr:`SparseTensor.cache`): the dense key -> row table is kept there
+    and reused by every conv with the same padding on these input sites (a stage's submanifold
+    convs and the strided conv that leaves it). Returns (P_out, k*k) int64.
     """
     h, w = in_shape
     hp, wp = h + 2 * padding, w + 2 * padding
@@ -127,23 +132,41 @@ def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: 
     base = (o[:, 0] * hp + o[:, 1] * stride) * wp + o[:, 2] * stride
     r = torch.arange(k, device=in_indices.device)
     off = (r[:, None] * wp + r[None, :]).reshape(-1)                   # (K,), ky major
-    return lookup_rows(in_keys, base[:, None] + off[None], batch_size * hp * wp, missing=missing)
+    queries = base[:, None] + off[None]
+    n_cells = batch_size * hp * wp
+    if cache is None or n_cells > DENSE_LOOKUP_MAX_CELLS:
+        return lookup_rows(in_keys, queries, n_cells, missing=missing)
+    table = cache.get(("lookup", padding, missing))
+    if table is None:
+        table = torch.full((n_cells,), missing, dtype=torch.int32, device=in_indices.device)
+        table[in_keys] = torch.arange(in_keys.shape[0], dtype=torch.int32, device=in_indices.device)
+        cache[("lookup", padding, missing)] = table
+    return table[queries].long()
 
 
 def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, stride: int,
                        padding: int) -> tuple[Tensor, tuple[int, int]]:
     """Active output sites of a regular (non-submanifold) conv: every output position whose
-    receptive field holds an active input. Returns sorted (P_out, 3) indices and (H_out, W_out)."""
+    receptive field holds an active input. Returns sorted (P_out, 3) indices and (H_out, W_out).
+
+    Per axis, input coordinate y feeds the outputs o with ``y + p - t = o * s`` for a tap t in
+    [0, k), i.e. o in [ceil((y + p - k + 1) / s), floor((y + p) / s)] (clipped to the map): at
+    most ``m = ceil(k / s)`` outputs per axis, so each input proposes m*m candidate sites (4 for
+    k3 s2, instead of testing all k*k taps), made unique by one sort.
+    """
     h, w = in_shape
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
-    off = _kernel_offsets(k, indices.device)
-    num = indices[:, None, 1:] + padding - off[None]                   # (P, K, 2) = o * s
-    o = torch.div(num, stride, rounding_mode="floor")
-    ok = (num % stride == 0).all(-1) & (o[..., 0] >= 0) & (o[..., 0] < ho) & (o[..., 1] >= 0) \
-        & (o[..., 1] < wo)
-    b = indices[:, None, 0].expand_as(ok)
-    keys = torch.unique(((b * ho + o[..., 0]) * wo + o[..., 1])[ok])
+    m = -(-k // stride)
+    j = torch.arange(m, device=indices.device)
+    yx = indices[:, 1:] + padding                                       # (P, 2)
+    lo = torch.div(yx - (k - 1) + (stride - 1), stride, rounding_mode="floor").clamp_min(0)
+    hi = torch.minimum(torch.div(yx, stride, rounding_mode="floor"), yx.new_tensor([ho - 1, wo - 1]))
+    o = lo[:, None, :] + j[None, :, None]                               # (P, m, 2)
+    valid = o <= hi[:, None, :]
+    ok = valid[:, :, None, 0] & valid[:, None, :, 1]                     # (P, m, m)
+    keys = (indices[:, 0, None, None] * ho + o[:, :, None, 0]) * wo + o[:, None, :, 1]
+    keys, _ = unique_keys(keys[ok])
     out = torch.stack((keys // (ho * wo), (keys // wo) % ho, keys % wo), dim=1)
     return out, (ho, wo)
 
@@ -209,14 +232,16 @@ class NeighbourPlan:
 
 
 def build_neighbour_plan(indices: Tensor, spatial_shape: tuple[int, int], batch_size: int, k: int,
-                         stride: int, padding: int, subm: bool) -> NeighbourPlan:
-    """Output sites and their (P_out, k*k) neighbour rows, -1 -> P_in (the zero row)."""
+                         stride: int, padding: int, subm: bool,
+                         cache: dict[Any, Any] | None = None) -> NeighbourPlan:
+    """Output sites and their (P_out, k*k) neighbour rows, -1 -> P_in (the zero row);
+    ``cache``: see :func:`_neighbour_table`."""
     if subm:
         out_idx, out_shape = indices, spatial_shape
     else:
         out_idx, out_shape = _strided_out_sites(indices, spatial_shape, k, stride, padding)
     rows = _neighbour_table(indices, spatial_shape, batch_size, out_idx, k, stride, padding,
-                            missing=indices.shape[0])
+                            missing=indices.shape[0], cache=cache)
     return NeighbourPlan(rows.reshape(-1), out_idx, out_shape)
 
 
@@ -238,7 +263,8 @@ def torch_sparse_conv(x: SparseTensor, weight: Tensor, bias: Tensor | None, stri
         key = ("nbr", k, stride, padding, subm)
         plan = x.cache.get(key)
         if plan is None:
-            plan = build_neighbour_plan(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm)
+            plan = build_neighbour_plan(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm,
+                                        x.cache)
             x.cache[key] = plan
         padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
         cols = padded.index_select(0, plan.rows).view(-1, k * k * cin)
