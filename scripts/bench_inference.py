@@ -31,6 +31,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,8 @@ def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict
 
 @torch.inference_mode()
 def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path,
-                  front_threads: int = 1, checkpoint: str | None = None) -> dict:
+                  front_threads: int = 1, checkpoint: str | None = None,
+                  only: Sequence[str] = ()) -> dict:
     cfg = load_config(name)
     if checkpoint:  # a trained student: decode sees the detections a real model makes
         model, cfg = load_checkpoint(checkpoint, cfg=cfg, modality="radar")
@@ -104,6 +106,10 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
     onnx_path = export_onnx(model.dense, cfg, workdir / f"{name}.onnx", verbose=False)
     export_s = time.perf_counter() - t0
     backends, skipped = make_backends(cfg, model, onnx_path, threads)
+    if only:
+        for label in [b for b in backends if b not in only]:
+            del backends[label]
+            skipped[label] = "not in --backends"
     clouds = [torch.from_numpy(synthetic_radar_points(1000 + i)) for i in range(pool)]
     fe = fold_front_end(model.front_end)  # what RadarDetector (the node) runs: batch norms folded
     # the split below is PillarFrontEnd.forward stage by stage; prove it is the same computation
@@ -164,7 +170,7 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
            "detections_mean": float(np.mean(n_dets)),
            "stages": {k: stats(v) for k, v in times.items()},
            "cpu_time": {k: stats(v) for k, v in cpu.items()}, "skipped": skipped}
-    if "onnxruntime-cpu" in backends:
+    if "onnxruntime-cpu" in backends and "torch-cpu" in backends:
         st = res["stages"]
         res["ort_over_torch"] = {
             "dense_p50": st["dense/onnxruntime-cpu"]["p50_ms"] / st["dense/torch-cpu"]["p50_ms"],
@@ -193,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--pool", type=int, default=20, help="distinct synthetic frames, cycled")
     ap.add_argument("--threads", type=int, default=2, help="threads of the dense part (ORT session / torch)")
+    ap.add_argument("--backends", nargs="+", default=[],
+                    help="only these backend labels (e.g. onnxruntime-cpu: the node's configuration alone)")
     ap.add_argument("--checkpoint", help="trained student for the first variant (default: random weights)")
     ap.add_argument("--front-threads", type=int, default=1,
                     help="torch threads of the front end and decode (the node uses 1)")
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {v}: {frames} frames ...", file=sys.stderr, flush=True)
             ckpt = args.checkpoint if args.checkpoint and v == args.variants[0] else None
             results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
-                                         args.front_threads, ckpt))
+                                         args.front_threads, ckpt, args.backends))
     env["loadavg_end"] = os.getloadavg()
     checks = {}
     for r in results:
