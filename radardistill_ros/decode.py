@@ -6,11 +6,13 @@ maps ``(B, C, H, W)``: ``hm`` (K_t heatmap logits), ``center`` (dx, dy in cells)
 [m], ``dim`` (log l, log w, log h), ``rot`` (cos, sin), ``vel`` (vx, vy [m/s]) and ``iou``
 (in [-1, 1]). BEV cell (iy, ix) of a ``GridConfig`` covers x in ``x_min + ix * cell_x + [0, cell_x)``.
 
-Decoding per task: sigmoid heatmap, top ``pre_max`` cells over (class, cell), box
+Decoding: sigmoid heatmap; optionally only its k x k local maxima (``PostConfig.peak_kernel``);
+IoU-rectified score ``s = hm^(1 - r) * iou^r`` with ``iou = clamp((pred_iou + 1) / 2, 0, 1)``
+and the threshold on ``s`` (cells that cannot pass are skipped before any box is built); box
 ``x = x_min + (ix + dx) * cell_x``, ``y = y_min + (iy + dy) * cell_y``, ``z``, ``(l, w, h) =
-exp(dim)``, ``yaw = atan2(sin, cos)``, ``(vx, vy)``; IoU-rectified score
-``s = hm^(1 - r) * iou^r`` with ``iou = clamp((pred_iou + 1) / 2, 0, 1)``; score threshold on
-``s``; post-centre range; rotated BEV NMS per task; labels mapped to global class indices.
+exp(dim)``, ``yaw = atan2(sin, cos)``, ``(vx, vy)``; post-centre range; one rotated BEV NMS
+call with the task as group (``pre_max`` / ``post_max`` per task); labels mapped to global
+class indices.
 Accepts torch tensors or numpy arrays (ONNX Runtime / TensorRT outputs); numpy in -> numpy out.
 """
 

@@ -38,8 +38,9 @@ def import_onnxruntime():
 def session_options(num_threads: int, spinning: bool = True):
     """Session options: ``num_threads`` intra-op threads, sequential execution, graph optimisation
     level ALL, intra-op thread spinning on by default: waking sleeping workers for each of the
-    graph's ~600 small kernels cost the lite dense part ~30% (measured in the node too:
-    docs/benchmarks.md); ``spinning=False`` for processes that must not busy-wait between runs."""
+    graph's ~600 small kernels cost the lite dense part ~30% (13-14 vs 18-21 ms in process; in
+    the node the difference stayed within the run-to-run spread, docs/benchmarks.md);
+    ``spinning=False`` for processes that must not busy-wait between runs."""
     ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = num_threads
