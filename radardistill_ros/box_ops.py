@@ -255,8 +255,11 @@ def group_rank(groups: Tensor) -> Tensor:
     groups ``[3, 5, 3, 3, 5]``."""
     if groups.numel() == 0:
         return groups.new_zeros(0)
-    onehot = groups[:, None] == torch.unique(groups)[None, :]  # (N, G)
-    return (onehot.cumsum(dim=0) * onehot).sum(dim=1) - 1
+    perm = torch.argsort(groups, stable=True)  # each group's entries together, in their order
+    ordered = groups[perm]
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(perm.numel(), device=groups.device) - torch.searchsorted(ordered, ordered)
+    return rank
 
 
 def nms_rotated(

@@ -8,17 +8,17 @@ maps ``(B, C, H, W)``: ``hm`` (K_t heatmap logits), ``center`` (dx, dy in cells)
 
 Decoding: sigmoid heatmap; optionally only its k x k local maxima (``PostConfig.peak_kernel``);
 IoU-rectified score ``s = hm^(1 - r) * iou^r`` with ``iou = clamp((pred_iou + 1) / 2, 0, 1)``
-and the threshold on ``s`` (cells that cannot pass are skipped before any box is built); box
+and the threshold on ``s``; the ``pre_max`` best candidates of each task (boxes are built for
+those only); box
 ``x = x_min + (ix + dx) * cell_x``, ``y = y_min + (iy + dy) * cell_y``, ``z``, ``(l, w, h) =
 exp(dim)``, ``yaw = atan2(sin, cos)``, ``(vx, vy)``; post-centre range; one rotated BEV NMS
-call with the task as group (``pre_max`` / ``post_max`` per task); labels mapped to global
+call with the task as group (``post_max`` per task); labels mapped to global
 class indices.
 Accepts torch tensors or numpy arrays (ONNX Runtime / TensorRT outputs); numpy in -> numpy out.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -138,8 +138,9 @@ def decode(
     hm^(1-r) * iou^r`` (``r = post.iou_rectifier``, ``iou = clamp((pred_iou + 1) / 2, 0, 1)``
     of the class's task; ``s = hm`` if the head has no ``iou``); candidates with ``s >
     post.score_threshold``; boxes by :func:`regression_to_boxes`, centre inside
-    ``post.post_center_range``; rotated BEV NMS with the task as group (a task's boxes suppress
-    only each other): the ``post.nms_pre_max`` best candidates of each task, IoU >
+    ``post.post_center_range`` (boxes are built for the ``post.nms_pre_max`` best-scoring
+    candidates of each task only); rotated BEV NMS with the task as group (a task's boxes
+    suppress only each other): IoU >
     ``post.nms_iou_threshold`` suppressed, ``post.nms_post_max`` kept per task.
     The threshold applies to the rectified score (OpenPCDet thresholds the raw heatmap).
     Numpy inputs give numpy outputs; tensors give tensors on their device.
@@ -158,33 +159,38 @@ def decode(
     class_task = torch.tensor([t for t, names in enumerate(tasks) for _ in names], device=device)
     class_label = torch.tensor([CLASS_NAMES.index(n) for names in tasks for n in names], device=device)
 
+    if bsz == 0:
+        return []
     logits = torch.cat([o["hm"] for o in outs], dim=1)  # (B, C, H, W), C = all classes
-    has_iou = all("iou" in o for o in outs)
-    r = float(post.iou_rectifier) if has_iou else 0.0
-    # s <= hm^(1-r) since iou <= 1: cells with hm^(1-r) <= threshold cannot pass
-    thr = float(post.score_threshold)
-    p_min = thr ** (1.0 / (1.0 - r)) if r < 1.0 else 0.0
-    candidate = logits > (math.log(p_min / (1.0 - p_min)) if 0.0 < p_min < 1.0 else -math.inf)
+    score = torch.sigmoid(logits)
+    if all("iou" in o for o in outs):
+        r = float(post.iou_rectifier)
+        iou = torch.cat([o["iou"] for o in outs], dim=1)[:, class_task]  # each class: its task's
+        score = score.pow(1.0 - r) * ((iou + 1.0) * 0.5).clamp(0.0, 1.0).pow(r)
+    candidate = score > post.score_threshold
     if post.peak_kernel > 1:
         candidate &= logits == _window_max(logits, post.peak_kernel)
-    sample, cls, iy, ix = torch.nonzero(candidate, as_tuple=True)
+    masked = torch.where(candidate, score, torch.full_like(score, -1.0)).reshape(bsz, score.shape[1], -1)
+    hw = masked.shape[-1]
+    parts, c0 = [], 0
+    for names in tasks:  # the nms_pre_max best candidates of each sample and task (sorted)
+        flat = masked[:, c0:c0 + len(names)].reshape(bsz, -1)
+        k = min(post.nms_pre_max, int(candidate[:, c0:c0 + len(names)].reshape(bsz, -1).sum(dim=1).max()))
+        val, idx = flat.topk(k, dim=1)
+        b, j = torch.nonzero(val > -1.0, as_tuple=True)
+        i = idx[b, j]
+        parts.append((b, c0 + torch.div(i, hw, rounding_mode="floor"), i % hw, val[b, j]))
+        c0 += len(names)
+    sample, cls, cell, scores = (torch.cat(x) for x in zip(*parts))
+    iy, ix = torch.div(cell, width, rounding_mode="floor"), cell % width
     task = class_task[cls]
-    scores = torch.sigmoid(logits[sample, cls, iy, ix])
-    if has_iou:
-        iou = torch.zeros_like(scores)
-        for t, o in enumerate(outs):
-            m = task == t
-            iou[m] = o["iou"][sample[m], 0, iy[m], ix[m]]
-        scores = scores.pow(1.0 - r) * ((iou + 1.0) * 0.5).clamp(0.0, 1.0).pow(r)
-    keep = scores > thr
-    sample, cls, iy, ix, task, scores = (x[keep] for x in (sample, cls, iy, ix, task, scores))
     reg = scores.new_empty((scores.numel(), 10))
     for t, o in enumerate(outs):
         m = torch.nonzero(task == t)[:, 0]
         if m.numel():
             sm, ym, xm = sample[m], iy[m], ix[m]
             reg[m] = torch.cat([o[k][sm, :, ym, xm] for k in REG_KEYS], dim=1)
-    boxes = regression_to_boxes(reg, iy * width + ix, grid)  # (n, 9)
+    boxes = regression_to_boxes(reg, cell, grid)  # (n, 9)
     rng = post.post_center_range
     inside = ((boxes[:, :3] >= boxes.new_tensor(rng[:3]))
               & (boxes[:, :3] <= boxes.new_tensor(rng[3:]))).all(dim=1)

@@ -61,8 +61,9 @@ def make_checkpoint(path: Path, seed: int = 0, hm_bias: float = -5.0, cfg: Confi
             pts[:, 4:] = torch.randn((n, 3), generator=gen) * 3.0
             model(pts, 1)
         for name, mod in model.dense.head.named_modules():
-            if name.endswith("outputs.hm"):
-                mod.bias.fill_(hm_bias)
+            if name.endswith("outputs.hm"):  # the output conv (last module of a published-head branch)
+                conv = mod[-1] if isinstance(mod, torch.nn.Sequential) else mod
+                conv.bias.fill_(hm_bias)
     model.eval()
     save_checkpoint(path, model, cfg, "radar")
     return path

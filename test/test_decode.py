@@ -197,3 +197,18 @@ def test_batched_decode_equals_per_sample() -> None:
         assert len(single.scores) > 0
         for x, y in zip(out[b], single):
             assert torch.equal(x, y)
+
+
+def test_nms_pre_max_caps_candidates_per_task_before_boxes() -> None:
+    heads = empty_heads(batch=2)
+    unit = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # 1 m cubes at cell centres
+    for b in range(2):
+        for i in range(6):  # six disjoint cars per sample
+            put_peak(heads, 0, 0, 2 + 2 * i, 2 + 2 * i, hm=0.5 + 0.05 * i, iou_pred=1.0, reg=unit, b=b)
+        put_peak(heads, 2, 0, 14, 2, hm=0.3, iou_pred=1.0, reg=unit, b=b)  # a bus: another task
+    post = dataclasses.replace(POST, nms_pre_max=3)
+    for det in decode(heads, GRID, post):
+        car, bus = CLASS_NAMES.index("car"), CLASS_NAMES.index("bus")
+        assert det.labels.tolist().count(car) == 3 and det.labels.tolist().count(bus) == 1
+        cars = det.scores[det.labels == car].tolist()
+        assert cars == pytest.approx([0.75**0.5, 0.7**0.5, 0.65**0.5], abs=1e-6)  # the three best
