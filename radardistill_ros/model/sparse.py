@@ -93,6 +93,13 @@ def _kernel_offsets(k: int, device: torch.device) -> Tensor:
 DENSE_LOOKUP_MAX_CELLS = 1 << 23
 
 
+def dense_lookup_table(keys: Tensor, n_cells: int, missing: int = -1) -> Tensor:
+    """int32 table of ``n_cells`` entries: the row of each key in ``keys``, ``missing`` elsewhere."""
+    table = torch.full((n_cells,), missing, dtype=torch.int32, device=keys.device)
+    table[keys] = torch.arange(keys.shape[0], dtype=torch.int32, device=keys.device)
+    return table
+
+
 def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None = None,
                 missing: int = -1) -> Tensor:
     """Row of each query key in ``keys`` (unique int64, any order), or ``missing`` where absent.
@@ -103,9 +110,7 @@ def lookup_rows(keys: Tensor, queries: Tensor, n_cells: int, dense: bool | None 
     if p == 0:
         return torch.full_like(queries, missing)
     if dense if dense is not None else n_cells <= DENSE_LOOKUP_MAX_CELLS:
-        table = torch.full((n_cells,), missing, dtype=torch.int32, device=keys.device)
-        table[keys] = torch.arange(p, dtype=torch.int32, device=keys.device)
-        return table[queries].long()
+        return dense_lookup_table(keys, n_cells, missing)[queries].long()
     sorted_keys, order = torch.sort(keys)
     pos = torch.searchsorted(sorted_keys, queries).clamp_(max=p - 1)
     return torch.where(sorted_keys[pos] == queries, order[pos], missing)
@@ -136,12 +141,10 @@ def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: 
     n_cells = batch_size * hp * wp
     if cache is None or n_cells > DENSE_LOOKUP_MAX_CELLS:
         return lookup_rows(in_keys, queries, n_cells, missing=missing)
-    table = cache.get(("lookup", padding, missing))
-    if table is None:
-        table = torch.full((n_cells,), missing, dtype=torch.int32, device=in_indices.device)
-        table[in_keys] = torch.arange(in_keys.shape[0], dtype=torch.int32, device=in_indices.device)
-        cache[("lookup", padding, missing)] = table
-    return table[queries].long()
+    key = ("lookup", padding, missing)
+    if key not in cache:
+        cache[key] = dense_lookup_table(in_keys, n_cells, missing)
+    return cache[key][queries].long()
 
 
 def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, stride: int,
