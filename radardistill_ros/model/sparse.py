@@ -147,7 +147,7 @@ def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: 
     return cache[key][queries].long()
 
 
-def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, stride: int,
+def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], batch_size: int, k: int, stride: int,
                        padding: int) -> tuple[Tensor, tuple[int, int]]:
     """Active output sites of a regular (non-submanifold) conv: every output position whose
     receptive field holds an active input. Returns sorted (P_out, 3) indices and (H_out, W_out).
@@ -155,23 +155,34 @@ def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], k: int, strid
     Per axis, input coordinate y feeds the outputs o with ``y + p - t = o * s`` for a tap t in
     [0, k), i.e. o in [ceil((y + p - k + 1) / s), floor((y + p) / s)] (clipped to the map): at
     most ``m = ceil(k / s)`` outputs per axis, so each input proposes m*m candidate sites (4 for
-    k3 s2, instead of testing all k*k taps), made unique by one sort.
+    k3 s2, instead of testing all k*k taps), made unique by marking them in a boolean (B, Ho, Wo)
+    map on small grids (its nonzero positions are the sorted sites; ~2.5x faster than a sort of
+    ~6k keys) or by :func:`unique_keys` on large ones. Intermediates are laid out (m, [m,] P), P
+    innermost: CPU kernels vectorise over P (broadcasts with a trailing dim of 2 ran ~10x slower).
     """
     h, w = in_shape
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
-    m = -(-k // stride)
-    j = torch.arange(m, device=indices.device)
-    yx = indices[:, 1:] + padding                                       # (P, 2)
-    lo = torch.div(yx - (k - 1) + (stride - 1), stride, rounding_mode="floor").clamp_min(0)
-    hi = torch.minimum(torch.div(yx, stride, rounding_mode="floor"), yx.new_tensor([ho - 1, wo - 1]))
-    o = lo[:, None, :] + j[None, :, None]                               # (P, m, 2)
-    valid = o <= hi[:, None, :]
-    ok = valid[:, :, None, 0] & valid[:, None, :, 1]                     # (P, m, m)
-    keys = (indices[:, 0, None, None] * ho + o[:, :, None, 0]) * wo + o[:, None, :, 1]
-    keys, _ = unique_keys(keys[ok])
-    out = torch.stack((keys // (ho * wo), (keys // wo) % ho, keys % wo), dim=1)
-    return out, (ho, wo)
+    j = torch.arange(-(-k // stride), device=indices.device)[:, None]  # (m, 1)
+
+    def axis(c: Tensor, n_out: int) -> tuple[Tensor, Tensor]:
+        """Candidate outputs (m, P) along one axis and whether each exists."""
+        c = c + padding
+        lo = torch.div(c - (k - 1) + (stride - 1), stride, rounding_mode="floor").clamp_(min=0)
+        hi = torch.div(c, stride, rounding_mode="floor").clamp_(max=n_out - 1)
+        o = lo + j
+        return o, o <= hi
+
+    oy, vy = axis(indices[:, 1], ho)
+    ox, vx = axis(indices[:, 2], wo)
+    keys = (indices[:, 0] * ho + oy)[:, None] * wo + ox[None]           # (m, m, P)
+    keys = keys[vy[:, None] & vx[None]]
+    if batch_size * ho * wo <= DENSE_LOOKUP_MAX_CELLS:  # mark a (B, Ho, Wo) map; nonzero = sorted sites
+        mask = torch.zeros(batch_size, ho, wo, dtype=torch.bool, device=indices.device)
+        mask.view(-1)[keys] = True
+        return mask.nonzero(), (ho, wo)
+    keys, _ = unique_keys(keys)
+    return torch.stack((keys // (ho * wo), (keys // wo) % ho, keys % wo), dim=1), (ho, wo)
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,7 @@ def build_rulebook(indices: Tensor, spatial_shape: tuple[int, int], batch_size: 
     if subm:
         out_idx, out_shape = indices, spatial_shape
     else:
-        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, k, stride, padding)
+        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, batch_size, k, stride, padding)
     table = _neighbour_table(indices, spatial_shape, batch_size, out_idx, k, stride, padding)
     table = table.t()                                                                 # (K, P_out)
     centre = (k // 2) * k + k // 2 if subm else -1
@@ -242,7 +253,7 @@ def build_neighbour_plan(indices: Tensor, spatial_shape: tuple[int, int], batch_
     if subm:
         out_idx, out_shape = indices, spatial_shape
     else:
-        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, k, stride, padding)
+        out_idx, out_shape = _strided_out_sites(indices, spatial_shape, batch_size, k, stride, padding)
     rows = _neighbour_table(indices, spatial_shape, batch_size, out_idx, k, stride, padding,
                             missing=indices.shape[0], cache=cache)
     return NeighbourPlan(rows.reshape(-1), out_idx, out_shape)
