@@ -51,15 +51,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Float64
 from tf2_msgs.msg import TFMessage
-from vision_msgs.msg import (
-    BoundingBox3D,
-    Detection3D,
-    Detection3DArray,
-    ObjectHypothesis,
-    ObjectHypothesisWithPose,
-)
+from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import Marker, MarkerArray
 
+from radardistill_ros.detection_cdr import detection3d_array_cdr
+from radardistill_ros.geometry import quat_from_yaw, rot_to_quat, rotz, yaw_from_rot
 from radardistill_ros.pipeline import (
     RadarDetector,
     RawSweep,
@@ -544,9 +540,8 @@ class DetectorNode(Node):
             boxes, quats = _transform_boxes(boxes, t_out_from_base)
         else:
             quats = None
-        header_stamp = _time_msg(trig.stamp_ns)
-        det_msg = self._detections_msg(header_stamp, boxes, quats, result.scores, result.labels)
-        self.pub_detections.publish(det_msg)
+        self.pub_detections.publish(
+            self._detections_cdr(trig.stamp_ns, boxes, quats, result.scores, result.labels))
         t_pub = time.monotonic()
         self.pub_velocities.publish(self._velocity_msg(trig.stamp_ns, boxes, result.scores, result.labels))
         t3 = time.monotonic()
@@ -570,26 +565,17 @@ class DetectorNode(Node):
             hardware_id=trig.topic, values=[KeyValue(key=k, value=f"{v:.4f}") for k, v in stages.items()]))
         if self.pub_markers.get_subscription_count() > 0:
             self.pub_markers.publish(
-                self._markers_msg(header_stamp, boxes, quats, result.scores, result.labels))
+                self._markers_msg(_time_msg(trig.stamp_ns), boxes, quats, result.scores, result.labels))
 
     # --------------------------------------------------------------------------------- outputs
-    def _detections_msg(self, stamp: Any, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
-                        labels: np.ndarray) -> Detection3DArray:
-        msg = Detection3DArray()
-        msg.header.stamp = stamp
-        msg.header.frame_id = self.params.output_frame
+    def _detections_cdr(self, stamp_ns: int, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
+                        labels: np.ndarray) -> bytes:
+        """The ``detections`` Detection3DArray, serialised (published as bytes: see detection_cdr)."""
+        b = np.asarray(boxes, dtype=np.float64)
+        q = quat_from_yaw(b[:, 6])[:, [1, 2, 3, 0]] if quats is None else quats
         names = self.params.class_names
-        dets = []
-        for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
-            pose = _pose(box, None if quats is None else quats[i])
-            hyp = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=names[label], score=score))
-            hyp.pose.pose = pose
-            d = Detection3D(header=msg.header, results=[hyp],
-                            bbox=BoundingBox3D(center=pose, size=Vector3(x=box[3], y=box[4], z=box[5])),
-                            id=str(i))
-            dets.append(d)
-        msg.detections = dets
-        return msg
+        return detection3d_array_cdr(stamp_ns, self.params.output_frame, b[:, 0:3], q, b[:, 3:6], scores,
+                                     [names[i] for i in labels.tolist()], [str(i) for i in range(len(b))])
 
     def _velocity_msg(self, stamp_ns: int, boxes: np.ndarray, scores: np.ndarray,
                       labels: np.ndarray) -> PointCloud2:
@@ -692,21 +678,15 @@ def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np
     """Boxes (K, 9) from base_frame into the output frame: centres moved, velocities rotated; the
     full orientation is returned as quaternions (K, 4) x, y, z, w (yaw column keeps the heading
     about the output frame's z)."""
-    from radardistill_ros.geometry import rot_to_quat, rotz
-
     r, t = t_out_from_base[:3, :3], t_out_from_base[:3, 3]
     out = np.array(boxes, dtype=np.float64, copy=True)
     out[:, 0:3] = boxes[:, 0:3] @ r.T + t
     vel = np.zeros((len(boxes), 3))
     vel[:, :2] = boxes[:, 7:9]
-    vel = vel @ r.T
-    out[:, 7:9] = vel[:, :2]
-    quats = np.zeros((len(boxes), 4))
-    for i, yaw in enumerate(boxes[:, 6]):
-        rot = r @ rotz(float(yaw))
-        out[i, 6] = math.atan2(rot[1, 0], rot[0, 0])
-        q = rot_to_quat(rot)  # w, x, y, z
-        quats[i] = (q[1], q[2], q[3], q[0])
+    out[:, 7:9] = (vel @ r.T)[:, :2]
+    rot = r @ rotz(boxes[:, 6])                                        # (K, 3, 3)
+    out[:, 6] = yaw_from_rot(rot)
+    quats = rot_to_quat(rot)[:, [1, 2, 3, 0]]                          # w x y z -> x y z w
     return out.astype(np.float32), quats
 
 

@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 
 from radardistill_ros.conventions import CATEGORY_TO_CLASS, EGO_FRAME, LIDAR_CHANNEL, RADAR_CHANNELS
-from radardistill_ros.geometry import global_boxes_to_ego, quat_to_rot, rot_to_quat
+from radardistill_ros.detection_cdr import detection3d_array_cdr
+from radardistill_ros.geometry import global_boxes_to_ego, quat_from_yaw, quat_to_rot, rot_to_quat
 from radardistill_ros.pointcloud import make_pointcloud2_msg, read_pcd
 from radardistill_ros.tools.bag_io import BagWriter
 
@@ -177,21 +178,6 @@ class _Msgs:
         twc = t["geometry_msgs/msg/TwistWithCovariance"](twist, cov.copy())
         return t[ODOM](self.header(stamp_ns, self.world), EGO_FRAME, pwc, twc)
 
-    def detections(self, stamp_ns: int, boxes: np.ndarray, classes: list[str], ids: list[str]) -> Any:
-        """Detection3DArray in base_link of ego boxes ``(M, 9)`` (x y z l w h yaw vx vy)."""
-        t = self.t
-        header = self.header(stamp_ns, EGO_FRAME)
-        dets = []
-        for box, cls, ident in zip(boxes, classes, ids, strict=True):
-            yaw = float(box[6])
-            center = self.pose(box[0:3], (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)))
-            hyp = t["vision_msgs/msg/ObjectHypothesisWithPose"](
-                t["vision_msgs/msg/ObjectHypothesis"](cls, 1.0),
-                t["geometry_msgs/msg/PoseWithCovariance"](center, np.zeros(36, np.float64)))
-            bbox = t["vision_msgs/msg/BoundingBox3D"](center, self.vec3(box[3:6]))
-            dets.append(t["vision_msgs/msg/Detection3D"](header, [hyp], bbox, ident))
-        return t[DET3D_ARRAY](header, dets)
-
 
 def _body_twist(poses: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Ego linear [m/s] and angular [rad/s] velocity in base_link by central differences."""
@@ -306,13 +292,14 @@ def _write_event(writer: BagWriter, build: _Msgs, nusc: Any, dataroot: Path, sta
         else:
             writer.write(radar_topic(channel), PC2, stamp, build.cloud(read_pcd(path), stamp, channel))
     elif kind == "gt":
-        writer.write(GT_TOPIC, DET3D_ARRAY, stamp, _ground_truth(build, nusc, payload, stamp))
+        writer.write_raw(GT_TOPIC, DET3D_ARRAY, stamp, _ground_truth(nusc, payload, stamp))
     else:  # pragma: no cover - events are built above
         raise AssertionError(kind)
 
 
-def _ground_truth(build: _Msgs, nusc: Any, sample: dict, stamp: int) -> Any:
-    """Detection3DArray of a key frame's annotations in base_link at the key-frame time."""
+def _ground_truth(nusc: Any, sample: dict, stamp: int) -> bytes:
+    """Detection3DArray (CDR bytes) of a key frame's annotations in base_link at the key-frame
+    time: class_id = the detection class, score 1, id = the instance token."""
     ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])["ego_pose_token"])
     anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
     anns = [a for a in anns if a["category_name"] in CATEGORY_TO_CLASS]
@@ -323,8 +310,10 @@ def _ground_truth(build: _Msgs, nusc: Any, sample: dict, stamp: int) -> Any:
             np.asarray(ego["translation"]), np.asarray(ego["rotation"]))
     else:
         boxes = np.zeros((0, 9))
-    return build.detections(stamp, boxes, [CATEGORY_TO_CLASS[a["category_name"]] for a in anns],
-                            [a["instance_token"] for a in anns])
+    return detection3d_array_cdr(stamp, EGO_FRAME, boxes[:, 0:3], quat_from_yaw(boxes[:, 6])[:, [1, 2, 3, 0]],
+                                 boxes[:, 3:6], np.ones(len(anns)),
+                                 [CATEGORY_TO_CLASS[a["category_name"]] for a in anns],
+                                 [a["instance_token"] for a in anns])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
