@@ -155,7 +155,7 @@ def decode(
         if out["hm"].shape[1] != len(names):
             raise ValueError(f"task {t} {names}: hm has {out['hm'].shape[1]} channels, expected {len(names)}")
     device = outs[0]["hm"].device
-    bsz, width = outs[0]["hm"].shape[0], outs[0]["hm"].shape[-1]
+    bsz = outs[0]["hm"].shape[0]
     class_task = torch.tensor([t for t, names in enumerate(tasks) for _ in names], device=device)
     class_label = torch.tensor([CLASS_NAMES.index(n) for names in tasks for n in names], device=device)
 
@@ -182,14 +182,11 @@ def decode(
         parts.append((b, c0 + torch.div(i, hw, rounding_mode="floor"), i % hw, val[b, j]))
         c0 += len(names)
     sample, cls, cell, scores = (torch.cat(x) for x in zip(*parts))
-    iy, ix = torch.div(cell, width, rounding_mode="floor"), cell % width
     task = class_task[cls]
-    reg = scores.new_empty((scores.numel(), 10))
-    for t, o in enumerate(outs):
-        m = torch.nonzero(task == t)[:, 0]
-        if m.numel():
-            sm, ym, xm = sample[m], iy[m], ix[m]
-            reg[m] = torch.cat([o[k][sm, :, ym, xm] for k in REG_KEYS], dim=1)
+    # every task's regression maps as one row table (T * B * H * W, 10): one gather for all candidates
+    table = torch.cat([head_regression(o) for o in outs], dim=1).reshape(bsz, len(outs), 10, hw)
+    table = table.permute(1, 0, 3, 2).reshape(-1, 10)
+    reg = table.index_select(0, (task * bsz + sample) * hw + cell)
     boxes = regression_to_boxes(reg, cell, grid)  # (n, 9)
     rng = post.post_center_range
     inside = ((boxes[:, :3] >= boxes.new_tensor(rng[:3]))
