@@ -99,6 +99,29 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, st
     return bag, ckpt, onnx_path, cfg_name
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all threads), from /proc; 0 where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of process ``pid``, from /proc, keyed ``name/tid`` (``main`` for the
+    thread running the executor; Python threads share the process name)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()}/{task.name}"
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench_node.json")
@@ -113,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rate", type=float, default=1.0)
     ap.add_argument("--keep", help="keep the work directory here")
+    ap.add_argument("--load-nice", type=int, default=0,
+                    help="niceness added to this process (bag replay + recording) once the node runs, so "
+                         "the node under test gets the CPU first, as a perception node would next to "
+                         "logging on a vehicle (0: equal priority, the default)")
     args = ap.parse_args(argv)
 
     from radardistill_ros.ros_env import apply_loopback_ros_env
@@ -132,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     proc = start_node(params, {}, log, env=env)
     if args.cores and shutil.which("taskset"):
         os.system(f"taskset -a -p -c {args.cores} {proc.pid} > /dev/null")
+    if args.load_nice:
+        os.nice(args.load_nice)
     stages: dict[int, dict[str, float]] = {}
     lock = threading.Lock()
 
@@ -146,9 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         node.create_subscription(DiagnosticStatus, "/radardistill_detector/debug/stage_times", on_stage,
                                  QoSProfile(depth=200))
 
+    cpu0: list[float] = []  # node and bench CPU seconds when the replay starts (node loaded)
+    threads0: dict[str, float] = {}
+
+    def on_start() -> None:
+        cpu0[:] = [_process_cpu_s(proc.pid), time.process_time()]
+        threads0.update(_thread_cpu_s(proc.pid))
+
     try:
         publishes, recorder, counters = run_replay(bag, "/detections", TRIGGER, args.rate, proc, 300.0, 10.0,
-                                                   setup=setup, log=lambda m: print(f"[bench] {m}"))
+                                                   setup=setup, on_start=on_start,
+                                                   log=lambda m: print(f"[bench] {m}"))
+        node_cpu = _process_cpu_s(proc.pid) - cpu0[0]
+        node_threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu_s(proc.pid).items()}
+        bench_cpu = time.process_time() - cpu0[1]
     finally:
         status = stop_process(proc)
     if status not in (0, None):
@@ -160,11 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     overhead = [s["input_decode"] + s["accumulate"] + s["output"] for s in st]
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores_total": os.cpu_count(),
-                    "node_cores": args.cores, "threads": args.threads, "load_avg_1m": os.getloadavg()[0]},
+                    "node_cores": args.cores, "threads": args.threads, "load_avg_1m": os.getloadavg()[0],
+                    "load_nice": args.load_nice},
         "backend": args.backend, "checkpoint": str(ckpt), "dense_model": str(dense),
         "bag": str(bag), "rate": args.rate,
         "frames_sent": len(sent), "frames_answered": len(e2e), "frames_dropped": len(sent) - len(e2e),
         "node_counters": counters,
+        # CPU time (all threads) per sent trigger: the node's work, and the load generator's
+        "cpu_ms_per_trigger": {"node": node_cpu * 1e3 / max(len(sent), 1),
+                               "replay_and_recording": bench_cpu * 1e3 / max(len(sent), 1),
+                               "node_by_thread": {k: v * 1e3 / max(len(sent), 1) for k, v in
+                                                  sorted(node_threads.items(), key=lambda kv: -kv[1])}},
         "end_to_end_ms": _stats(e2e),
         "node_overhead_ms": _stats(overhead),
         "stages_ms": {k: _stats([s[k] for s in st]) for k in
@@ -177,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nnode: {args.backend}, {args.threads} threads, cores {args.cores or 'any'}; "
           f"load avg {result['machine']['load_avg_1m']:.1f}; triggers sent {len(sent)}, answered {len(e2e)}, "
-          f"dropped {len(sent) - len(e2e)}")
+          f"dropped {len(sent) - len(e2e)}; load nice {args.load_nice}")
+    cpu = result["cpu_ms_per_trigger"]
+    print(f"CPU time per trigger (all threads): node {cpu['node']:.1f} ms, replay + recording "
+          f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "
+          "thread: " + ", ".join(f"{k} {v:.1f}" for k, v in list(cpu["node_by_thread"].items())[:6]))
     print(f"{'metric [ms]':<34}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     rows = [("end-to-end (publish -> receive)", result["end_to_end_ms"]),
             ("node overhead (in+acc+out)", result["node_overhead_ms"])]

@@ -113,6 +113,7 @@ def test_onnxruntime_backend(small):
     opts = backend.session.get_session_options()
     assert opts.intra_op_num_threads == 2
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"  # no spinning between runs
     quiet = session_options(1, spinning=False)
     assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert backend.session.get_providers() == ["CPUExecutionProvider"]

@@ -1,5 +1,6 @@
 """ONNX Runtime backend for the exported dense part: CPU execution provider (CUDA EP where
-onnxruntime-gpu is installed), fixed intra-op threads, thread spinning on, all graph optimisations.
+onnxruntime-gpu is installed), fixed intra-op threads, thread spinning during a run (stopped
+between runs), all graph optimisations.
 
 The model's metadata is checked against the runtime config before the first frame; per frame
 the path is numpy in, ``session.run``, numpy out (no torch ops, no autograd).
@@ -37,10 +38,13 @@ def import_onnxruntime():
 
 def session_options(num_threads: int, spinning: bool = True):
     """Session options: ``num_threads`` intra-op threads, sequential execution, graph optimisation
-    level ALL, intra-op thread spinning on by default: waking sleeping workers for each of the
-    graph's ~600 small kernels cost the lite dense part ~30% (13-14 vs 18-21 ms in process; in
-    the node the difference stayed within the run-to-run spread, docs/benchmarks.md);
-    ``spinning=False`` for processes that must not busy-wait between runs."""
+    level ALL, intra-op thread spinning on by default (waking sleeping workers for each of the
+    graph's ~600 small kernels cost the lite dense part ~30%: 13-14 vs 18-21 ms in process) but
+    stopped as soon as a ``run`` returns (``session.force_spinning_stop``): a pool thread that
+    kept spinning between runs burned ~35 ms of CPU per frame in the node, stolen from the front
+    end, decode and the executor on 2 cores (node CPU per trigger 114-127 -> 78-82 ms, e2e p99
+    154-415 -> 85-93 ms, docs/benchmarks.md). ``spinning=False`` for processes that must not
+    busy-wait at all."""
     ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = num_threads
@@ -49,6 +53,7 @@ def session_options(num_threads: int, spinning: bool = True):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     so.log_severity_level = 3
     return so
 

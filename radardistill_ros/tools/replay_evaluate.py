@@ -358,11 +358,13 @@ class _Run:
 
 def run_replay(bag: str | Path, detections_topic: str, trigger_topic: str, rate: float, node_proc: Any,
                node_timeout: float, settle: float, reliable_sensors: bool = False, log: Any = print,
-               setup: Any = None) -> tuple[list[PublishRecord], DetectionRecorder, dict[str, str]]:
+               setup: Any = None, on_start: Any = None
+               ) -> tuple[list[PublishRecord], DetectionRecorder, dict[str, str]]:
     """Replay ``bag`` against the node and record its answers (rclpy initialised here).
 
     ``setup(node)``, if given, is called with this process's rclpy node before the replay starts
-    (extra subscriptions, e.g. the node's debug topics).
+    (extra subscriptions, e.g. the node's debug topics); ``on_start()`` once the node is ready,
+    right before the first message is published.
     """
     from radardistill_ros.ros_client import spun_node
 
@@ -388,6 +390,8 @@ def run_replay(bag: str | Path, detections_topic: str, trigger_topic: str, rate:
         time.sleep(0.5)  # let the remaining endpoints of the discovery settle
         publishes: list[PublishRecord] = []
         log(f"replaying {len(replayer.messages)} messages at rate {rate} ...")
+        if on_start is not None:
+            on_start()
         replayer.play(on_publish=publishes.append)
         triggers = {p.stamp_ns for p in publishes if p.topic == trigger_topic}
         deadline = time.monotonic() + settle
