@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_jiffies, steal_share
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         env["onnxruntime"] = None
     results = []
+    jiffies0 = cpu_jiffies()
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         for v in args.variants:
             frames = args.paper_frames if v == "paper" else args.frames
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
                                          args.front_threads, ckpt, args.backends))
     env["loadavg_end"] = os.getloadavg()
+    env["host_steal_share"] = steal_share(jiffies0, cpu_jiffies())
     checks = {}
     for r in results:
         st = r["stages"]
@@ -247,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['pillars_mean']:.0f} pillars, {r['detections_mean']:.0f} detections per frame")
         for b, why in r["skipped"].items():
             print(f"{r['variant']}: skipped {b}: {why}")
-    print(f"machine: {env['machine']}; load average start {env['loadavg_start']} end {env['loadavg_end']}")
+    steal = env["host_steal_share"]
+    print(f"machine: {env['machine']}; load average start {env['loadavg_start']} end {env['loadavg_end']}; "
+          "host steal " + (f"{100 * steal:.1f}% of CPU time" if steal is not None else "unknown"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

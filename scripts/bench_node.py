@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_jiffies, steal_share
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu0: list[float] = []  # node and bench CPU seconds when the replay starts (node loaded)
     threads0: dict[str, float] = {}
 
+    jiffies0: list[int] = []
+
     def on_start() -> None:
         cpu0[:] = [_process_cpu_s(proc.pid), time.process_time()]
+        jiffies0[:] = cpu_jiffies()
         threads0.update(_thread_cpu_s(proc.pid))
 
     try:
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         node_cpu = _process_cpu_s(proc.pid) - cpu0[0]
         node_threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu_s(proc.pid).items()}
         bench_cpu = time.process_time() - cpu0[1]
+        steal = steal_share(jiffies0, cpu_jiffies())
     finally:
         status = stop_process(proc)
     if status not in (0, None):
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores_total": os.cpu_count(),
                     "node_cores": args.cores, "threads": args.threads, "load_avg_1m": os.getloadavg()[0],
-                    "load_nice": args.load_nice},
+                    "load_nice": args.load_nice, "host_steal_share": steal},
         "backend": args.backend, "checkpoint": str(ckpt), "dense_model": str(dense),
         "bag": str(bag), "rate": args.rate,
         "frames_sent": len(sent), "frames_answered": len(e2e), "frames_dropped": len(sent) - len(e2e),
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nnode: {args.backend}, {args.threads} threads, cores {args.cores or 'any'}; "
           f"load avg {result['machine']['load_avg_1m']:.1f}; triggers sent {len(sent)}, answered {len(e2e)}, "
-          f"dropped {len(sent) - len(e2e)}; load nice {args.load_nice}")
+          f"dropped {len(sent) - len(e2e)}; load nice {args.load_nice}; host steal "
+          + (f"{100 * steal:.1f}% of CPU time" if steal is not None else "unknown"))
     cpu = result["cpu_ms_per_trigger"]
     print(f"CPU time per trigger (all threads): node {cpu['node']:.1f} ms, replay + recording "
           f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "
