@@ -1,8 +1,10 @@
-"""Machine facts for the benchmark scripts: CPU time split from /proc/stat (steal time shows how
-much of the VM's CPU the host took away during a run, the main source of latency noise here)."""
+"""Machine facts for the benchmark scripts, from /proc: the CPU time split (steal time shows how
+much of the VM's CPU the host took away during a run, the main source of latency noise here) and
+the CPU time of a process and of each of its threads."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -23,3 +25,30 @@ def steal_share(before: list[int], after: list[int]) -> float | None:
     delta = [b - a for a, b in zip(before, after)]
     total = sum(delta)
     return delta[7] / total if total > 0 else None
+
+
+def _stat_cpu_s(stat_file: Path) -> float:
+    """User + system CPU seconds from a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = stat_file.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of process ``pid`` (all threads); 0 where unreadable."""
+    try:
+        return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of process ``pid``, keyed ``name/tid`` (``main`` for the thread that
+    started the process; Python threads share the process name)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()}/{task.name}"
+            out[name] = out.get(name, 0.0) + _stat_cpu_s(task / "stat")
+        except (OSError, ValueError, IndexError):
+            continue
+    return out

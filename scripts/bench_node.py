@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import cpu_jiffies, steal_share
+from _machine import cpu_jiffies, process_cpu_s, steal_share, thread_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -100,29 +100,6 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, st
     return bag, ckpt, onnx_path, cfg_name
 
 
-def _process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all threads), from /proc; 0 where unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds per thread of process ``pid``, from /proc, keyed ``name/tid`` (``main`` for the
-    thread running the executor; Python threads share the process name)."""
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            name = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()}/{task.name}"
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench_node.json")
@@ -182,16 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     jiffies0: list[int] = []
 
     def on_start() -> None:
-        cpu0[:] = [_process_cpu_s(proc.pid), time.process_time()]
+        cpu0[:] = [process_cpu_s(proc.pid), time.process_time()]
         jiffies0[:] = cpu_jiffies()
-        threads0.update(_thread_cpu_s(proc.pid))
+        threads0.update(thread_cpu_s(proc.pid))
 
     try:
         publishes, recorder, counters = run_replay(bag, "/detections", TRIGGER, args.rate, proc, 300.0, 10.0,
                                                    setup=setup, on_start=on_start,
                                                    log=lambda m: print(f"[bench] {m}"))
-        node_cpu = _process_cpu_s(proc.pid) - cpu0[0]
-        node_threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu_s(proc.pid).items()}
+        node_cpu = process_cpu_s(proc.pid) - cpu0[0]
+        node_threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu_s(proc.pid).items()}
         bench_cpu = time.process_time() - cpu0[1]
         steal = steal_share(jiffies0, cpu_jiffies())
     finally:
