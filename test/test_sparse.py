@@ -46,11 +46,13 @@ def expected_out_sites(x: SparseTensor, conv: SparseConv2d) -> set[tuple[int, in
 
 
 @pytest.mark.parametrize("gather_gemm", [True, False])
-@pytest.mark.parametrize("dense_lookup", [True, False])
+@pytest.mark.parametrize("lookup", ["cpu_kernels", "dense", "sorted"])
 @pytest.mark.parametrize(("subm", "stride", "padding"), CASES)
-def test_torch_backend_matches_dense_conv(subm: bool, stride: int, padding: int, dense_lookup: bool,
+def test_torch_backend_matches_dense_conv(subm: bool, stride: int, padding: int, lookup: str,
                                           gather_gemm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sp, "DENSE_LOOKUP_MAX_CELLS", 1 << 30 if dense_lookup else 0)
+    # neighbour plan: compiled CPU loops, torch dense key table, or torch sort + searchsorted
+    monkeypatch.setattr(sp, "CPU_PLAN_KERNELS", lookup == "cpu_kernels")
+    monkeypatch.setattr(sp, "DENSE_LOOKUP_MAX_CELLS", 0 if lookup == "sorted" else 1 << 30)
     # gather + one GEMM (small inputs) or the pair rulebook (large inputs)
     monkeypatch.setattr(sp, "GATHER_GEMM_MAX_ELEMS", 1 << 30 if gather_gemm else 0)
     torch.manual_seed(0)
@@ -81,6 +83,40 @@ def test_torch_backend_gradients_match_dense_conv(subm: bool, stride: int, paddi
     ref_grads = torch.autograd.grad((ref * r).sum(), (x.features, conv.weight, conv.bias))
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("k", "stride", "padding"), [(3, 1, 1), (3, 2, 1), (3, 2, 0), (2, 2, 0), (5, 3, 2),
+                                                     (1, 1, 0)])
+def test_cpu_plan_kernels_equal_torch_plan(k: int, stride: int, padding: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled CPU neighbour plan is the torch plan, entry for entry (sites in the same
+    order, absent neighbours -> the zero row P_in), for several conv geometries and a batch."""
+    x = random_sparse(batch=3, shape=(17, 23), sites=140, seed=3)
+    plans = {}
+    for kernels in (True, False):
+        monkeypatch.setattr(sp, "CPU_PLAN_KERNELS", kernels)
+        for subm in ((True, False) if (stride, padding) == (1, k // 2) else (False,)):
+            plans[kernels, subm] = sp.build_neighbour_plan(x.indices, x.spatial_shape, 3, k, stride, padding,
+                                                           subm)
+    for subm in {s for _, s in plans}:
+        a, b = plans[True, subm], plans[False, subm]
+        assert a.out_shape == b.out_shape
+        assert torch.equal(a.out_indices, b.out_indices) and torch.equal(a.rows, b.rows)
+        assert a.rows.dtype == torch.int64 and a.out_indices.dtype == torch.int64
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_strided_plan_by_hand(kernels: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """k3 s2 p1 on a 5 x 5 grid, inputs (y, x) = (0, 0) and (3, 4): outputs o with
+    2o - 1 <= y <= 2o + 1 per axis -> (0, 0), (1, 2), (2, 2); tap (ky, kx) of output (oy, ox)
+    reads input (2oy - 1 + ky, 2ox - 1 + kx): (0, 0) via tap 4, (3, 4) via taps 7 and 1."""
+    monkeypatch.setattr(sp, "CPU_PLAN_KERNELS", kernels)
+    plan = sp.build_neighbour_plan(torch.tensor([[0, 0, 0], [0, 3, 4]]), (5, 5), 1, 3, 2, 1, False)
+    assert plan.out_shape == (3, 3)
+    assert plan.out_indices.tolist() == [[0, 0, 0], [0, 1, 2], [0, 2, 2]]
+    rows = torch.full((3, 9), 2)  # absent -> the zero row P_in = 2
+    rows[0, 4], rows[1, 7], rows[2, 1] = 0, 1, 1
+    assert torch.equal(plan.rows, rows.reshape(-1))
 
 
 def test_empty_and_isolated_sites() -> None:

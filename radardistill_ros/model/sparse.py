@@ -9,7 +9,9 @@ weight layout, spconv's ``(Cout, kh, kw, Cin)``, and two backends:
 * ``"torch"``: plain torch. Active sites are hashed to int64 keys on the grid padded by the
   conv's padding; the neighbour table ``(P_out, kh*kw)`` of a conv is one key lookup (a dense
   key -> row table on small grids, sorted keys + ``searchsorted`` on large ones) of each output's
-  base key plus a constant per-tap offset. It is built once per site set and conv geometry and
+  base key plus a constant per-tap offset (CPU tensors on dense-table grids: the same table
+  and the strided conv's output sites from the compiled loops of :mod:`.sparse_plan_cpu`, ~10x
+  cheaper than these ~25 small ops per conv). It is built once per site set and conv geometry and
   cached on the :class:`SparseTensor` (every submanifold conv of a stage shares it). Small
   inputs (the radar front end) then gather every output's neighbours into ``(P_out,
   kh*kw*Cin)`` (absent neighbours read an appended zero row) and do ONE GEMM with the weight as
@@ -34,10 +36,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from radardistill_ros.model import sparse_plan_cpu
 from radardistill_ros.model.pillars import unique_keys
 
 BACKENDS = ("torch", "spconv")
@@ -92,6 +96,19 @@ def _kernel_offsets(k: int, device: torch.device) -> Tensor:
 #: table (O(1) gathers); larger ones use sort + searchsorted (O(log P), no grid-sized allocation).
 DENSE_LOOKUP_MAX_CELLS = 1 << 23
 
+#: CPU tensors on such grids get their output sites and neighbour tables from the compiled loops
+#: of :mod:`.sparse_plan_cpu` (same results, ~10x less time on radar frames); False: torch ops.
+CPU_PLAN_KERNELS = True
+
+
+def _use_cpu_kernels(indices: Tensor, n_cells: int) -> bool:
+    return CPU_PLAN_KERNELS and indices.device.type == "cpu" and n_cells <= DENSE_LOOKUP_MAX_CELLS
+
+
+def _np_indices(indices: Tensor) -> np.ndarray:
+    """(P, 3) int64 numpy view (copy only if the tensor is not already contiguous int64)."""
+    return indices.long().contiguous().numpy()
+
 
 def dense_lookup_table(keys: Tensor, n_cells: int, missing: int = -1) -> Tensor:
     """int32 table of ``n_cells`` entries: the row of each key in ``keys``, ``missing`` elsewhere."""
@@ -131,6 +148,10 @@ def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: 
     """
     h, w = in_shape
     hp, wp = h + 2 * padding, w + 2 * padding
+    n_cells = batch_size * hp * wp
+    if _use_cpu_kernels(in_indices, n_cells):
+        return torch.from_numpy(sparse_plan_cpu.neighbour_rows(
+            _np_indices(in_indices), h, w, batch_size, _np_indices(out_indices), k, stride, padding, missing))
     idx = in_indices.long()
     in_keys = (idx[:, 0] * hp + idx[:, 1] + padding) * wp + idx[:, 2] + padding
     o = out_indices.long()
@@ -138,7 +159,6 @@ def _neighbour_table(in_indices: Tensor, in_shape: tuple[int, int], batch_size: 
     r = torch.arange(k, device=in_indices.device)
     off = (r[:, None] * wp + r[None, :]).reshape(-1)                   # (K,), ky major
     queries = base[:, None] + off[None]
-    n_cells = batch_size * hp * wp
     if cache is None or n_cells > DENSE_LOOKUP_MAX_CELLS:
         return lookup_rows(in_keys, queries, n_cells, missing=missing)
     key = ("lookup", padding, missing)
@@ -163,6 +183,9 @@ def _strided_out_sites(indices: Tensor, in_shape: tuple[int, int], batch_size: i
     h, w = in_shape
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
+    if _use_cpu_kernels(indices, batch_size * ho * wo):
+        sites = sparse_plan_cpu.strided_out_sites(_np_indices(indices), h, w, batch_size, k, stride, padding)
+        return torch.from_numpy(sites), (ho, wo)
     j = torch.arange(-(-k // stride), device=indices.device)[:, None]  # (m, 1)
 
     def axis(c: Tensor, n_out: int) -> tuple[Tensor, Tensor]:
