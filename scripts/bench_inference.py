@@ -5,16 +5,17 @@
 
 Stages per frame: pillarisation, VFE, sparse encoder (the torch front end, shared by every
 backend), dense part (stage 5 + CMA + DenseEnc + CenterHead) on each backend, decode. Input: a
-pool of synthetic nuScenes-like accumulated radar frames (5 radars x 6 sweeps, ~1.5k points over
-+-54 m; ``export.check.synthetic_radar_points``), cycled. Weights: ``--checkpoint`` (a trained
-student, for the first variant) or ``export.check.random_student`` (random, head outputs scaled
-to a spread of scores; latency does not depend on the values except through the number of boxes
-decode/NMS sees, which random heads make worst-case-like). The front end is the inference form
-the node runs (batch norms folded) and, like decode, runs on ``--front-threads`` torch threads. Backends run
-interleaved on the same frames (torch eager, ONNX Runtime; on a CUDA machine also torch CUDA
-fp32/fp16/CUDA graphs), so the ORT/eager ratio is measured under the same load. Whole model =
-front end + dense + decode of the same frame (its p99 is over frames, not a sum of p99s).
-Prints a markdown table, writes JSON.
+pool of synthetic nuScenes-like accumulated radar frames (5 radars x 6 sweeps, ~1.6k points over
++-54 m with the default ``--returns-per-sweep 55``; 97 gives the ~2.9k points per frame of
+``bench_node.py``'s synthetic bag; ``export.check.synthetic_radar_points``), cycled. Weights:
+``--checkpoint`` (a trained student, for the first variant) or ``export.check.random_student``
+(random, head outputs scaled to a spread of scores; latency does not depend on the values except
+through the number of boxes decode/NMS sees, which random heads make worst-case-like). The front
+end is the inference form the node runs (batch norms folded) and, like decode, runs on
+``--front-threads`` torch threads. Backends run interleaved on the same frames (torch eager, ONNX
+Runtime; on a CUDA machine also torch CUDA fp32/fp16/CUDA graphs), so the ORT/eager ratio is
+measured under the same load. Whole model = front end + dense + decode of the same frame (its p99
+is over frames, not a sum of p99s). Prints a markdown table, writes JSON.
 
 On cores shared with other processes, torch's OpenMP threads spin-wait at every parallel region;
 when the cores are oversubscribed this makes eager torch (and decode, many small ops) several
@@ -97,7 +98,7 @@ def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict
 @torch.inference_mode()
 def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path,
                   front_threads: int = 1, checkpoint: str | None = None,
-                  only: Sequence[str] = ()) -> dict:
+                  only: Sequence[str] = (), returns_per_sweep: int = 55) -> dict:
     cfg = load_config(name)
     if checkpoint:  # a trained student: decode sees the detections a real model makes
         model, cfg = load_checkpoint(checkpoint, cfg=cfg, modality="radar")
@@ -111,7 +112,8 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         for label in [b for b in backends if b not in only]:
             del backends[label]
             skipped[label] = "not in --backends"
-    clouds = [torch.from_numpy(synthetic_radar_points(1000 + i)) for i in range(pool)]
+    clouds = [torch.from_numpy(synthetic_radar_points(1000 + i, returns_per_sweep=returns_per_sweep))
+              for i in range(pool)]
     fe = fold_front_end(model.front_end)  # what RadarDetector (the node) runs: batch norms folded
     # the split below is PillarFrontEnd.forward stage by stage; prove it is the same computation
     p = pillarize(clouds[0], cfg.grid, 1)
@@ -163,7 +165,8 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         n_points.append(len(pts))
         n_pillars.append(int(p.coords.shape[0]))
         n_dets.append(per_backend[labels[0]][2])
-    res = {"variant": name, "checkpoint": checkpoint, "digest": cfg.digest(), "frames": frames,
+    res = {"variant": name, "checkpoint": checkpoint, "returns_per_sweep": returns_per_sweep,
+           "digest": cfg.digest(), "frames": frames,
            "warmup": warmup, "export_s": export_s,
            "onnx_mib": onnx_path.stat().st_size / 2**20, "x_conv4_shape": list(x4.shape),
            "params_dense": sum(q.numel() for q in model.dense.parameters()),
@@ -205,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="trained student for the first variant (default: random weights)")
     ap.add_argument("--front-threads", type=int, default=1,
                     help="torch threads of the front end and decode (the node uses 1)")
+    ap.add_argument("--returns-per-sweep", type=int, default=55,
+                    help="radar returns per radar and sweep of the synthetic frames (5 x 6 sweeps: 55 -> "
+                         "~1.6k points; 97 -> ~2.9k, the density of bench_node's synthetic bag)")
     ap.add_argument("--out", default="results/bench_inference.json")
     args = ap.parse_args(argv)
 
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {v}: {frames} frames ...", file=sys.stderr, flush=True)
             ckpt = args.checkpoint if args.checkpoint and v == args.variants[0] else None
             results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
-                                         args.front_threads, ckpt, args.backends))
+                                         args.front_threads, ckpt, args.backends, args.returns_per_sweep))
     env["loadavg_end"] = os.getloadavg()
     env["host_steal_share"] = steal_share(jiffies0, cpu_jiffies())
     checks = {}

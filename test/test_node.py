@@ -181,6 +181,10 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
     client = spun_node("malformed_input_test")
     node = client.__enter__()
     pubs = _publishers(node)
+    # a best-effort publisher cannot feed the node's reliable input: the node says so (its input
+    # subscriptions keep rclpy's QoS event handlers; only its outputs drop theirs)
+    from rclpy.qos import qos_profile_sensor_data
+    pubs["best_effort"] = node.create_publisher(PointCloud2, TRIGGER, qos_profile_sensor_data)
     recorder = DetectionRecorder(node, "/detections")
     base_ns = 1_700_000_000 * 1_000_000_000
     stamp = [base_ns]
@@ -296,6 +300,7 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
         client.__exit__(None, None, None)
         status = stop_process(node_proc)
     assert status == 0, _node_log(log)
+    assert f"topic '{TRIGGER}', offering incompatible QoS" in log.read_text(errors="replace"), _node_log(log)
     assert int(c["rejected.unknown_frame"]) == 1, c
     assert int(c["rejected.stamp_not_increasing"]) == 1, c
     assert int(c["rejected.malformed"]) == len(malformed), c
