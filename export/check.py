@@ -271,7 +271,8 @@ def check_backends(cfg: Config, model: torch.nn.Module, inputs: np.ndarray,
                    onnx_path: str | Path | None = None, engine_path: str | Path | None = None,
                    num_threads: int = 2, workdir: str | Path | None = None,
                    verbose: bool = False) -> CheckReport:
-    """Run ``inputs`` (N, C4, H, W) through every available backend and compare with torch CPU.
+    """Run ``inputs`` (N, C4, H, W) through every available backend and compare with torch CPU
+    running the module as trained (the backends run its inference form, ``fuse_dense``).
 
     ``model``: the radar student (``PillarNetDetector``) or its ``DensePart``. ``onnx_path``:
     exported model (exported into ``workdir``/a temp dir when None). ``engine_path``: a TensorRT
@@ -279,7 +280,7 @@ def check_backends(cfg: Config, model: torch.nn.Module, inputs: np.ndarray,
     """
     dense = getattr(model, "dense", model)
     report = CheckReport(cfg.name, cfg.digest(), len(inputs))
-    ref = TorchBackend(dense, cfg, device="cpu", num_threads=num_threads)
+    ref = TorchBackend(dense, cfg, device="cpu", num_threads=num_threads, fuse=False)  # as trained
     ref_heads = _run(ref, inputs)
     ref_dets = [decode(h, cfg.grid, cfg.post)[0] for h in ref_heads]
     tmp = tempfile.TemporaryDirectory(prefix="radardistill_check_") if workdir is None else None

@@ -48,23 +48,14 @@ from radardistill_ros.backends.metadata import (
 )
 from radardistill_ros.config import Config, load_config
 from radardistill_ros.conventions import TASKS
-from radardistill_ros.model.head import flatten_head, head_output_names
+from radardistill_ros.model.detector import FlatDensePart
+from radardistill_ros.model.fuse import fuse_dense
+from radardistill_ros.model.head import head_output_names
 from radardistill_ros.pipeline import file_sha256
 
 __all__ = ["FORMAT", "MIN_OPSET", "check_metadata", "export_onnx", "file_sha256", "read_onnx_metadata"]
 
 MIN_OPSET = 17  # LayerNormalization (ConvNeXt V2 blocks); GridSample needs 16
-
-
-class _Flat(nn.Module):
-    """x_conv4 -> flat tuple of head maps in ``head_output_names()`` order."""
-
-    def __init__(self, dense: nn.Module):
-        super().__init__()
-        self.dense = dense
-
-    def forward(self, x_conv4: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return flatten_head(self.dense(x_conv4))
 
 
 def _log(msg: str, verbose: bool) -> None:
@@ -78,8 +69,9 @@ def export_onnx(dense_part: nn.Module, cfg: Config, path: str | Path, opset: int
     """Export ``dense_part`` (x_conv4 -> list over tasks of head-map dicts) of ``cfg`` to ``path``.
 
     ``weights`` describes where the weights came from (stored in the metadata; default
-    ``{"source": "in-memory module"}``). The module is exported in eval mode on CPU (its
-    training flag is restored). Returns the path; raises ``ValueError`` for opset < 17.
+    ``{"source": "in-memory module"}``). What is exported is the module's inference form
+    (``model.fuse.fuse_dense``: a copy in eval mode on CPU, CenterHead branches merged); the
+    module itself is not changed. Returns the path; raises ``ValueError`` for opset < 17.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} < {MIN_OPSET}: LayerNormalization (ConvNeXt V2) needs opset >= 17")
@@ -87,20 +79,15 @@ def export_onnx(dense_part: nn.Module, cfg: Config, path: str | Path, opset: int
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = input_shape(cfg)
     names = head_output_names(TASKS)
-    was_training = dense_part.training
-    device = next(dense_part.parameters()).device
-    module = _Flat(dense_part.cpu().eval())
+    module = FlatDensePart(fuse_dense(dense_part).cpu())  # a copy; the caller's module is untouched
     t0 = time.perf_counter()
     _log(f"tracing the dense part of {cfg.name!r} (x_conv4 {shape}, {len(names)} outputs, opset {opset})",
          verbose)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TracerWarnings on shape comparisons (static shapes here)
-            torch.onnx.export(module, (torch.zeros(shape),), str(path), input_names=[INPUT_NAME],
-                              output_names=names, opset_version=opset, do_constant_folding=True,
-                              export_params=True, dynamo=False)
-    finally:
-        dense_part.to(device).train(was_training)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape comparisons (static shapes here)
+        torch.onnx.export(module, (torch.zeros(shape),), str(path), input_names=[INPUT_NAME],
+                          output_names=names, opset_version=opset, do_constant_folding=True,
+                          export_params=True, dynamo=False)
     _log(f"traced and written in {time.perf_counter() - t0:.1f} s", verbose)
 
     model = onnx.load(str(path))

@@ -20,6 +20,7 @@ from radardistill_ros.backends.base import (
 from radardistill_ros.config import Config
 from radardistill_ros.model.checkpoint import load_checkpoint
 from radardistill_ros.model.detector import DensePart, PillarNetDetector
+from radardistill_ros.model.fuse import fuse_dense
 
 
 def resolve_torch_device(device: str) -> torch.device:
@@ -39,13 +40,15 @@ class TorchBackend:
 
     ``fp16``: CUDA autocast to float16 (outputs returned as float32). ``cuda_graphs``: the
     forward is captured once into a CUDA graph on a static input buffer and replayed per frame.
-    ``num_threads`` sets torch's intra-op threads (process-wide) when given.
+    ``num_threads`` sets torch's intra-op threads (process-wide) when given. ``fuse``: serve the
+    inference form (``model.fuse.fuse_dense``, what the exported graph computes); False serves
+    the module as trained (export.check's reference, so fusing is checked too).
     """
 
     name = "torch"
 
     def __init__(self, dense: nn.Module, cfg: Config, device: str = "cpu", fp16: bool = False,
-                 cuda_graphs: bool = False, num_threads: int | None = None):
+                 cuda_graphs: bool = False, num_threads: int | None = None, fuse: bool = True):
         self.device = resolve_torch_device(device)
         if (fp16 or cuda_graphs) and self.device.type != "cuda":
             raise BackendError("fp16 and cuda_graphs need device='cuda' for the torch backend "
@@ -55,9 +58,9 @@ class TorchBackend:
         self.cfg = cfg
         self.fp16, self.cuda_graphs = fp16, cuda_graphs
         self.shape = input_shape(cfg)
-        current = next(dense.parameters()).device
-        # a module on another device is copied, so the caller's model stays where it is
-        self.module = (dense if current == self.device else copy.deepcopy(dense).to(self.device)).eval()
+        # a copy, so the caller's module is not changed or moved; by default the inference form
+        # (CenterHead branches merged, as in the exported graph), fuse=False: the module as is
+        self.module = (fuse_dense(dense) if fuse else copy.deepcopy(dense).eval()).to(self.device)
         self.name = (f"torch-{self.device.type}" + ("-fp16" if fp16 else "")
                      + ("-graphs" if cuda_graphs else ""))
         self._graph: torch.cuda.CUDAGraph | None = None
