@@ -75,6 +75,23 @@ def test_zero_offsets_unit_mask_is_a_plain_conv(impl: str) -> None:
     torch.testing.assert_close(got, F.conv2d(x, w, stride=2, padding=1), rtol=1e-5, atol=1e-5)
 
 
+def test_gather_non_finite_offsets_read_zero_and_leave_other_outputs_alone() -> None:
+    # a NaN/inf offset must not become an out-of-range gather index: that tap reads zero (the
+    # sample is at or beyond the border), every other output is the reference's
+    torch.manual_seed(4)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    offset = 0.8 * torch.randn(1, 18, 5, 5, dtype=torch.float64)
+    mask = torch.rand(1, 9, 5, 5, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    bad = offset.clone()
+    bad[0, 0, 1, 1], bad[0, 3, 2, 2], bad[0, 5, 3, 3] = math.nan, math.inf, -math.inf
+    got = deform_conv2d(x, bad, mask, weight, None, 1, 1, "gather")
+    for oy, ox, tap in ((1, 1, 0), (2, 2, 1), (3, 3, 2)):
+        offset[0, 2 * tap:2 * tap + 2, oy, ox] = -9.0  # the same tap fully outside the map
+    ref = reference_dcn(x, offset, mask, weight, torch.zeros(3, dtype=torch.float64), 1, 1)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradients_reach_input_offsets_mask_and_weight(impl: str) -> None:
     torch.manual_seed(2)

@@ -9,8 +9,9 @@ interleaves (dy_k, dx_k) per tap, taps row-major; ``mask`` (B, k*k, Ho, Wo).
 Two formulations, equal up to float rounding:
 
 * ``"gather"`` (default): each of the four bilinear corners of every sample is gathered from
-  the channels-last input with one ``index_select`` (out-of-map corners read an appended zero
-  row), weighted by bilinear weight x mask and summed into the columns, then one GEMM. ONNX:
+  the channels-last input with one ``index_select`` (the input has a zero border and sample
+  positions are limited to it, so out-of-map corners read zeros without a bounds test),
+  weighted by bilinear weight x mask and summed into the columns, then one GEMM. ONNX:
   Gather + Mul + Add + MatMul (platform.md: 2-3x faster than GridSample in ONNX Runtime; also
   ~3x faster in eager torch on CPU here). Summing corner by corner instead of stacking the four
   corners and reducing them avoids a 4x-sized temporary (ONNX Runtime ReduceSum over it cost
@@ -76,18 +77,24 @@ def _deform_conv2d_gather(x: Tensor, offset: Tensor, mask: Tensor, weight: Tenso
     px = (torch.arange(wo, device=dev, dtype=dt) * stride - padding).view(1, 1, wo, 1) \
         + kx.reshape(1, 1, 1, kk) + off[..., 1]
     m = mask.permute(0, 2, 3, 1)                                             # (B, Ho, Wo, K)
+    # Zero border (1 before, 2 after each axis) and sample positions limited to [-1, H] x
+    # [-1, W]: every corner then lies in the padded map, so no per-corner bounds test or
+    # index select is needed; the limit changes no value (a position at or beyond -1 or H has
+    # bilinear value 0 here as in the limited one) and maps NaN to -1 (comparisons are False).
+    py = torch.where(py > -1.0, py, -1.0)
+    py = torch.where(py < float(h), py, float(h))
+    px = torch.where(px > -1.0, px, -1.0)
+    px = torch.where(px < float(w), px, float(w))
     y0, x0 = torch.floor(py), torch.floor(px)
     ly, lx = py - y0, px - x0
-    y0l, x0l = y0.long(), x0.long()
-    base = (torch.arange(b, device=dev) * (h * w)).view(b, 1, 1, 1)
-    rows = torch.cat((x.permute(0, 2, 3, 1).reshape(b * h * w, cin), x.new_zeros(1, cin)), dim=0)
+    hp, wp = h + 3, w + 3
+    base = (torch.arange(b, device=dev) * (hp * wp)).view(b, 1, 1, 1)
+    top_left = base + (y0.long() + 1) * wp + (x0.long() + 1)                # (B, Ho, Wo, K)
+    rows = F.pad(x, (1, 2, 1, 2)).permute(0, 2, 3, 1).reshape(b * hp * wp, cin)
     n = b * ho * wo * kk
     cols = None
-    for dy, dx, wc in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx), (1, 0, ly * (1 - lx)),
-                       (1, 1, ly * lx)):
-        yy, xx = y0l + dy, x0l + dx
-        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        corner = rows.index_select(0, torch.where(inside, base + yy * w + xx, b * h * w).reshape(-1))
+    for step, wc in ((0, (1 - ly) * (1 - lx)), (1, (1 - ly) * lx), (wp, ly * (1 - lx)), (wp + 1, ly * lx)):
+        corner = rows.index_select(0, (top_left + step).reshape(-1))
         term = corner * (wc * m).reshape(n, 1)
         cols = term if cols is None else cols + term                         # (B*Ho*Wo*K, Cin)
     out = cols.view(b * ho * wo, kk * cin) @ weight.permute(0, 2, 3, 1).reshape(cout, kk * cin).t()
