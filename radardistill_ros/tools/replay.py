@@ -14,7 +14,8 @@ Console script ``replay_bag``; same as:
   ``--reliable-sensors`` for reliable), which matches the node's default best-effort subscription
   (a reliable publisher would match it too); every other topic is reliable, keep last 100.
 * ``--clock [HZ]`` publishes rosgraph_msgs/Clock with the bag time (default 100 Hz), for nodes
-  with ``use_sim_time:=true``.
+  with ``use_sim_time:=true``: extrapolated at the replay rate from the last published message,
+  never going back (a sim-time node would see a time jump) except when a looped bag starts over.
 * Bounded: it ends after the bag (or ``--duration`` seconds of wall time with ``--loop``).
   Time stamps of a looped bag repeat; the node clears its history on such a jump.
 
@@ -192,11 +193,17 @@ class Replayer:
 
         period = 1.0 / self.clock_hz
         last_wall, last_bag = time.monotonic(), bag_now[0]
+        last_t = last_bag
         while not stop.wait(period):
             now = time.monotonic()
             if bag_now[0] != last_bag:
+                if bag_now[0] < last_bag:  # the bag starts over (--loop): time jumps back once
+                    last_t = bag_now[0]
                 last_wall, last_bag = now, bag_now[0]
-            t = last_bag + round((now - last_wall) * self.rate * 1e9)
+            # extrapolated from the last published message; when the publishing thread runs late
+            # the extrapolation passes the next message's time, so hold it instead of going back
+            t = max(last_t, last_bag + round((now - last_wall) * self.rate * 1e9))
+            last_t = t
             sec, nsec = divmod(t, 1_000_000_000)
             self._clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
 
