@@ -79,8 +79,8 @@ def _deform_conv2d_gather(x: Tensor, offset: Tensor, mask: Tensor, weight: Tenso
     m = mask.permute(0, 2, 3, 1)                                             # (B, Ho, Wo, K)
     # Zero border (1 before, 2 after each axis) and sample positions limited to [-1, H] x
     # [-1, W]: every corner then lies in the padded map, so no per-corner bounds test or
-    # index select is needed; the limit changes no value (a position at or beyond -1 or H has
-    # bilinear value 0 here as in the limited one) and maps NaN to -1 (comparisons are False).
+    # redirect to a zero row is needed; the limit changes no value (a position at or beyond -1
+    # or H has bilinear value 0, as the limited one has) and maps NaN to -1 (comparisons are False).
     py = torch.where(py > -1.0, py, -1.0)
     py = torch.where(py < float(h), py, float(h))
     px = torch.where(px > -1.0, px, -1.0)
