@@ -102,12 +102,12 @@ class FusedCenterHead(nn.Module):
     concatenated along the output channels, ReLU. ``out``: every branch's output conv(s) as the
     groups of ONE grouped conv (a branch's outputs stacked in :data:`HEAD_KEYS` order, zero
     rows up to the widest branch). The output channels are split back into the
-    ``[{key: (B, C_key, H, W)}]`` head output (the zero rows are dropped).
+    ``[{key: (B, C_key, H, W)}]`` head output (the zero rows are dropped). Batch norms fold
+    with their running statistics (the eval-mode function); ``head`` itself is not changed.
     """
 
     def __init__(self, head: CenterHead):
         super().__init__()
-        head = head.eval()
         self.shared = _conv(*_fold_conv_bn(head.shared), padding=1)
         weights, biases, branches = [], [], []  # branches: [(task, key, output conv), ...] each
         for t, th in enumerate(head.task_heads):
