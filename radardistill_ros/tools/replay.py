@@ -187,6 +187,19 @@ class Replayer:
             if clock_thread is not None:
                 clock_thread.join(timeout=1.0)
 
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout`` s in all) until every reliable publisher's messages are
+        acknowledged by its subscribers, so the last messages of a replay are not lost when the
+        process exits right after publishing them; True if all were."""
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout
+        ok = True
+        for pub in self.publishers.values():
+            left = max(0.0, deadline - time.monotonic())
+            ok &= pub.wait_for_all_acked(Duration(nanoseconds=round(left * 1e9)))
+        return ok
+
     def _clock_loop(self, bag_now: list[int], stop: threading.Event) -> None:
         from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
@@ -259,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(args.delay)
         t = time.monotonic()
         n = rep.play(loop=args.loop, duration=args.duration)
+        if not rep.flush():
+            print("warning: some reliable messages were not acknowledged within 2 s", file=sys.stderr)
         if not args.quiet:
             print(f"published {n} messages on {len(rep.publishers)} topics in {time.monotonic() - t:.1f} s")
     except (ValueError, FileNotFoundError, KeyError) as exc:
