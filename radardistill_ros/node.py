@@ -57,6 +57,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from radardistill_ros.detection_cdr import detection3d_array_cdr
 from radardistill_ros.geometry import quat_from_yaw, rot_to_quat, rotz, yaw_from_rot
+from radardistill_ros.malloc_tuning import retain_freed_memory
 from radardistill_ros.pipeline import (
     RadarDetector,
     RawSweep,
@@ -705,11 +706,13 @@ def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point (console script ``detector_node``); returns the exit status (2: bad parameters)."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    _, malloc_msg = retain_freed_memory()
     rclpy.init(args=list(sys.argv if args is None else args))
     node: DetectorNode | None = None
     status = 0
     try:
         node = DetectorNode()
+        node.get_logger().info(malloc_msg)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

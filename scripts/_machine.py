@@ -33,6 +33,17 @@ def _stat_cpu_s(stat_file: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_faults(pid: int) -> tuple[int, float]:
+    """(minor page faults, system CPU seconds) of process ``pid`` so far; (0, 0.0) where unreadable.
+    Minor faults are pages mapped in on first touch (e.g. freed memory given back to the OS and
+    touched again)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0, 0.0
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds of process ``pid`` (all threads); 0 where unreadable."""
     try:

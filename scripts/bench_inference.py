@@ -21,6 +21,11 @@ On cores shared with other processes, torch's OpenMP threads spin-wait at every 
 when the cores are oversubscribed this makes eager torch (and decode, many small ops) several
 times slower. ``OMP_WAIT_POLICY=PASSIVE`` (set before the process starts) avoids it, as
 ``allow_spinning=0`` does for ONNX Runtime; the value used is recorded in the JSON.
+
+Like the node, the process first keeps freed heap memory mapped
+(``malloc_tuning.retain_freed_memory``); ``--no-retain-freed-memory`` measures glibc's default
+(freed per-frame tensors are unmapped and page-fault again). Minor page faults and system time
+per frame are recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -47,6 +53,7 @@ from radardistill_ros.backends import BackendUnavailable, create_backend
 from radardistill_ros.backends.torch_backend import TorchBackend
 from radardistill_ros.config import load_config
 from radardistill_ros.decode import decode
+from radardistill_ros.malloc_tuning import retain_freed_memory
 from radardistill_ros.model import load_checkpoint
 from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.model.pillars import pillarize
@@ -127,6 +134,8 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
     cpu: dict[str, list[float]] = {}  # process CPU time (all threads): load-independent work per frame
     labels = list(backends)
     for i in range(warmup + frames):
+        if i == warmup:
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
         pts = clouds[i % pool]
         torch.set_num_threads(front_threads)  # as RadarDetector: front end and decode on front_threads
         c0, t0 = time.process_time(), time.perf_counter()
@@ -165,7 +174,10 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         n_points.append(len(pts))
         n_pillars.append(int(p.coords.shape[0]))
         n_dets.append(per_backend[labels[0]][2])
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     res = {"variant": name, "checkpoint": checkpoint, "returns_per_sweep": returns_per_sweep,
+           "minor_faults_per_frame": (ru1.ru_minflt - ru0.ru_minflt) / frames,
+           "system_ms_per_frame": (ru1.ru_stime - ru0.ru_stime) * 1e3 / frames,
            "digest": cfg.digest(), "frames": frames,
            "warmup": warmup, "export_s": export_s,
            "onnx_mib": onnx_path.stat().st_size / 2**20, "x_conv4_shape": list(x4.shape),
@@ -211,15 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--returns-per-sweep", type=int, default=55,
                     help="radar returns per radar and sweep of the synthetic frames (5 x 6 sweeps: 55 -> "
                          "~1.6k points; 97 -> ~2.9k, the density of bench_node's synthetic bag)")
+    ap.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
+                    help="leave glibc's malloc thresholds as they are (the node fixes them)")
     ap.add_argument("--out", default="results/bench_inference.json")
     args = ap.parse_args(argv)
+
+    malloc_msg = retain_freed_memory()[1] if args.retain_freed_memory else "glibc malloc defaults (not tuned)"
 
     torch.set_num_threads(args.threads)
     env = {"machine": f"{cpu_name()}, {os.cpu_count()} cores visible, {platform.platform()}",
            "threads": args.threads, "front_threads": args.front_threads,
            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": os.getloadavg()}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "malloc": malloc_msg,
+           "loadavg_start": os.getloadavg()}
     try:
         import onnxruntime
 
@@ -254,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['variant']}: ORT / eager torch p50: dense {o['dense_p50']:.2f}, "
                   f"whole {o['whole_p50']:.2f}; export {r['export_s']:.1f} s; {r['points_mean']:.0f} points, "
                   f"{r['pillars_mean']:.0f} pillars, {r['detections_mean']:.0f} detections per frame")
+        print(f"{r['variant']}: {r['minor_faults_per_frame']:.0f} minor page faults and "
+              f"{r['system_ms_per_frame']:.2f} ms system time per frame ({env['malloc']})")
         for b, why in r["skipped"].items():
             print(f"{r['variant']}: skipped {b}: {why}")
     steal = env["host_steal_share"]

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import cpu_jiffies, process_cpu_s, steal_share, thread_cpu_s
+from _machine import cpu_jiffies, process_cpu_s, process_faults, steal_share, thread_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -154,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                                  QoSProfile(depth=200))
 
     cpu0: list[float] = []  # node and bench CPU seconds when the replay starts (node loaded)
+    faults0: list[float] = []  # node minor faults and system seconds then
     threads0: dict[str, float] = {}
 
     jiffies0: list[int] = []
 
     def on_start() -> None:
         cpu0[:] = [process_cpu_s(proc.pid), time.process_time()]
+        faults0[:] = process_faults(proc.pid)
         jiffies0[:] = cpu_jiffies()
         threads0.update(thread_cpu_s(proc.pid))
 
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    setup=setup, on_start=on_start,
                                                    log=lambda m: print(f"[bench] {m}"))
         node_cpu = process_cpu_s(proc.pid) - cpu0[0]
+        node_faults = [b - a for a, b in zip(faults0, process_faults(proc.pid))]
         node_threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu_s(proc.pid).items()}
         bench_cpu = time.process_time() - cpu0[1]
         steal = steal_share(jiffies0, cpu_jiffies())
@@ -191,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         # CPU time (all threads) per sent trigger: the node's work, and the load generator's
         "cpu_ms_per_trigger": {"node": node_cpu * 1e3 / max(len(sent), 1),
                                "replay_and_recording": bench_cpu * 1e3 / max(len(sent), 1),
+                               "node_system": node_faults[1] * 1e3 / max(len(sent), 1),
                                "node_by_thread": {k: v * 1e3 / max(len(sent), 1) for k, v in
                                                   sorted(node_threads.items(), key=lambda kv: -kv[1])}},
+        "node_minor_faults_per_trigger": node_faults[0] / max(len(sent), 1),
         "end_to_end_ms": _stats(e2e),
         "node_overhead_ms": _stats(overhead),
         "stages_ms": {k: _stats([s[k] for s in st]) for k in
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU time per trigger (all threads): node {cpu['node']:.1f} ms, replay + recording "
           f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "
           "thread: " + ", ".join(f"{k} {v:.1f}" for k, v in list(cpu["node_by_thread"].items())[:6]))
+    print(f"node: {result['node_minor_faults_per_trigger']:.0f} minor page faults and "
+          f"{cpu['node_system']:.1f} ms system CPU time per trigger")
     print(f"{'metric [ms]':<34}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     rows = [("end-to-end (publish -> receive)", result["end_to_end_ms"]),
             ("node overhead (in+acc+out)", result["node_overhead_ms"])]

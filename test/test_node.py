@@ -301,6 +301,7 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
         status = stop_process(node_proc)
     assert status == 0, _node_log(log)
     assert f"topic '{TRIGGER}', offering incompatible QoS" in log.read_text(errors="replace"), _node_log(log)
+    assert "freed heap memory kept" in log.read_text(errors="replace"), _node_log(log)  # main() tuned malloc
     assert int(c["rejected.unknown_frame"]) == 1, c
     assert int(c["rejected.stamp_not_increasing"]) == 1, c
     assert int(c["rejected.malformed"]) == len(malformed), c
