@@ -173,7 +173,8 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         cpu.setdefault("front_end", []).append((c3 - c0) * 1e3)
         n_points.append(len(pts))
         n_pillars.append(int(p.coords.shape[0]))
-        n_dets.append(per_backend[labels[0]][2])
+        if labels:
+            n_dets.append(per_backend[labels[0]][2])
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     res = {"variant": name, "checkpoint": checkpoint, "returns_per_sweep": returns_per_sweep,
            "minor_faults_per_frame": (ru1.ru_minflt - ru0.ru_minflt) / frames,
@@ -183,7 +184,7 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
            "onnx_mib": onnx_path.stat().st_size / 2**20, "x_conv4_shape": list(x4.shape),
            "params_dense": sum(q.numel() for q in model.dense.parameters()),
            "points_mean": float(np.mean(n_points)), "pillars_mean": float(np.mean(n_pillars)),
-           "detections_mean": float(np.mean(n_dets)),
+           "detections_mean": float(np.mean(n_dets)) if n_dets else None,
            "stages": {k: stats(v) for k, v in times.items()},
            "cpu_time": {k: stats(v) for k, v in cpu.items()}, "skipped": skipped}
     if "onnxruntime-cpu" in backends and "torch-cpu" in backends:
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=20, help="distinct synthetic frames, cycled")
     ap.add_argument("--threads", type=int, default=2, help="threads of the dense part (ORT session / torch)")
     ap.add_argument("--backends", nargs="+", default=[],
-                    help="only these backend labels (e.g. onnxruntime-cpu: the node's configuration alone)")
+                    help="only these backend labels (e.g. onnxruntime-cpu: the node's configuration alone; "
+                         "none: the front end alone)")
     ap.add_argument("--checkpoint", help="trained student for the first variant (default: random weights)")
     ap.add_argument("--front-threads", type=int, default=1,
                     help="torch threads of the front end and decode (the node uses 1)")
