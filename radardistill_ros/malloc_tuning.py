@@ -6,9 +6,10 @@ free top of the heap back to the OS once it exceeds ``M_TRIM_THRESHOLD``. A rada
 allocates and frees a few hundred tensors of 0.1-3 MiB (sparse-conv products, maps, decode
 buffers) whose sizes change from frame to frame, so both happen every frame: the next
 allocation of those pages faults them in again, and the kernel zeroes each one. Measured on the
-2-core target (``lite`` front end, 1.6k points, one thread): ~1,100 minor page faults and ~2 ms
-of system time per frame, front end p50 15.2-19.9 ms; with both thresholds fixed at 32 MiB: ~1-6
-faults, no system time, p50 11.9-12.5 ms (docs/benchmarks.md).
+2-core target (``lite`` front end alone, 1.6k points, one thread): 500-1,200 minor page faults
+and 1-2.7 ms of system time per frame; with both thresholds fixed at 32 MiB: < 10 faults and no
+system time, front end p50 1-20% lower depending on what the process allocated before (the
+dynamic threshold only rises); in the node 1,024 -> 11 faults per frame (docs/benchmarks.md).
 
 :func:`retain_freed_memory` fixes both thresholds (``mallopt``), which also turns off glibc's
 dynamic adjustment: blocks below the limit come from the heap and stay mapped when freed. The
@@ -43,8 +44,8 @@ def retain_freed_memory(limit_bytes: int = DEFAULT_LIMIT_BYTES) -> tuple[bool, s
     """Serve blocks below ``limit_bytes`` from the heap and keep up to ``limit_bytes`` of free
     heap top mapped (glibc ``mallopt``). Process-wide; call once at start-up.
 
-    Returns ``(applied, message)``; ``applied`` is False (and nothing changed) where the C
-    library is not glibc or refuses the value.
+    Returns ``(applied, message)``; ``applied`` is False where the C library is not glibc (nothing
+    changed) or glibc refuses a value (the message says which).
     """
     if not 0 < limit_bytes <= DEFAULT_LIMIT_BYTES:
         raise ValueError(f"limit_bytes must be in (0, {DEFAULT_LIMIT_BYTES}], got {limit_bytes}")
