@@ -3,7 +3,7 @@
 glibc serves a block of at least ``M_MMAP_THRESHOLD`` (128 KiB, raised on the fly up to the
 largest freed mmapped block) with its own ``mmap`` and unmaps it on ``free``, and it gives a
 free top of the heap back to the OS once it exceeds ``M_TRIM_THRESHOLD``. A radar frame
-allocates and frees a few hundred tensors of 0.1-3 MiB (sparse-conv products, maps, decode
+allocates and frees a few hundred tensors of 0.1-3 MiB (sparse-conv columns, maps, decode
 buffers) whose sizes change from frame to frame, so both happen every frame: the next
 allocation of those pages faults them in again, and the kernel zeroes each one. Measured on the
 2-core target (``lite`` front end alone, 1.6k points, one thread): 500-1,200 minor page faults
