@@ -26,6 +26,7 @@ it reports every published message's publish time through a callback.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import struct
 import sys
@@ -221,6 +222,16 @@ class Replayer:
             self._clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
 
 
+def write_publish_log(path: str | Path, records: Sequence[PublishRecord]) -> None:
+    """CSV of :class:`PublishRecord` rows (``stamp_ns`` empty for types without a header)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("topic", "bag_ns", "stamp_ns", "publish_s", "loop"))
+        for r in records:
+            stamp = "" if r.stamp_ns is None else r.stamp_ns
+            w.writerow((r.topic, r.bag_ns, stamp, f"{r.publish_s:.6f}", r.loop))
+
+
 def _sleep_until(due: float) -> None:
     """Sleep until ``time.monotonic() >= due`` (coarse sleep, then a short spin for ~0.2 ms accuracy)."""
     while True:
@@ -251,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="publish PointCloud2 topics reliable (default: best effort, as radar drivers)")
     ap.add_argument("--wait-subscribers", type=float, default=0.0, metavar="S",
                     help="wait up to S seconds for a subscriber on every PointCloud2 topic before playing")
+    ap.add_argument("--publish-log", metavar="CSV", default=None,
+                    help="write one row per published message: topic, bag_ns, stamp_ns (header, sensor "
+                         "types), publish_s (wall clock), loop")
     ap.add_argument("--quiet", action="store_true", help="no summary")
     args = ap.parse_args(argv)
     if args.loop and args.duration is None:
@@ -270,8 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: no subscriber on {missing} after {args.wait_subscribers} s", file=sys.stderr)
         if args.delay > 0:
             time.sleep(args.delay)
+        records: list[PublishRecord] = []
         t = time.monotonic()
-        n = rep.play(loop=args.loop, duration=args.duration)
+        n = rep.play(loop=args.loop, duration=args.duration,
+                     on_publish=records.append if args.publish_log else None)
+        if args.publish_log:
+            write_publish_log(args.publish_log, records)
         if not rep.flush():
             print("warning: some reliable messages were not acknowledged within 2 s", file=sys.stderr)
         if not args.quiet:
