@@ -26,6 +26,7 @@ it reports every published message's publish time through a callback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import struct
@@ -222,14 +223,18 @@ class Replayer:
             self._clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
 
 
-def write_publish_log(path: str | Path, records: Sequence[PublishRecord]) -> None:
-    """CSV of :class:`PublishRecord` rows (``stamp_ns`` empty for types without a header)."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("topic", "bag_ns", "stamp_ns", "publish_s", "loop"))
-        for r in records:
-            stamp = "" if r.stamp_ns is None else r.stamp_ns
-            w.writerow((r.topic, r.bag_ns, stamp, f"{r.publish_s:.6f}", r.loop))
+def publish_log_writer(f: Any) -> Callable[[PublishRecord], None]:
+    """An ``on_publish`` callback writing one CSV row per :class:`PublishRecord` to the open text
+    file ``f`` as messages go out (a long ``--loop`` replay keeps nothing in memory); ``stamp_ns``
+    is empty for types without a header."""
+    w = csv.writer(f)
+    w.writerow(("topic", "bag_ns", "stamp_ns", "publish_s", "loop"))
+
+    def write(r: PublishRecord) -> None:
+        stamp = "" if r.stamp_ns is None else r.stamp_ns
+        w.writerow((r.topic, r.bag_ns, stamp, f"{r.publish_s:.6f}", r.loop))
+
+    return write
 
 
 def _sleep_until(due: float) -> None:
@@ -284,12 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: no subscriber on {missing} after {args.wait_subscribers} s", file=sys.stderr)
         if args.delay > 0:
             time.sleep(args.delay)
-        records: list[PublishRecord] = []
-        t = time.monotonic()
-        n = rep.play(loop=args.loop, duration=args.duration,
-                     on_publish=records.append if args.publish_log else None)
-        if args.publish_log:
-            write_publish_log(args.publish_log, records)
+        with contextlib.ExitStack() as stack:
+            log = stack.enter_context(open(args.publish_log, "w", newline="")) if args.publish_log else None
+            t = time.monotonic()
+            n = rep.play(loop=args.loop, duration=args.duration,
+                         on_publish=publish_log_writer(log) if log is not None else None)
         if not rep.flush():
             print("warning: some reliable messages were not acknowledged within 2 s", file=sys.stderr)
         if not args.quiet:
