@@ -1,4 +1,5 @@
-"""Rotated box geometry in torch: BEV / 3D IoU, 3D DIoU and rotated NMS (CPU and CUDA).
+"""Rotated box geometry in torch: BEV / 3D IoU, 3D DIoU and rotated NMS (CPU and CUDA; the NMS
+uses the compiled loop of :mod:`radardistill_ros.decode_cpu` for CPU tensors).
 
 Boxes follow :data:`radardistill_ros.conventions.BOX_FIELDS`: ``(N, 7+)`` with centre x, y, z [m],
 size l (along the heading), w, h [m], yaw [rad] counter-clockwise from +x; columns past 7
@@ -18,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from radardistill_ros.decode_cpu import nms_rotated_cpu
+
 __all__ = [
     "bev_intersection_aligned",
     "box_corners_bev",
@@ -30,6 +33,8 @@ __all__ = [
     "nms_rotated",
 ]
 
+#: ``nms_rotated`` implementations.
+NMS_IMPLS = ("auto", "torch", "compiled")
 #: Tolerance (m) of the inside / on-edge tests; keeps touching and identical boxes exact.
 _EPS_DIST = 1e-5
 #: Pairs evaluated per chunk in the pairwise functions: cache-sized on CPU, launch-amortising on GPU.
@@ -269,6 +274,7 @@ def nms_rotated(
     pre_max: int | None = None,
     post_max: int | None = None,
     groups: Tensor | None = None,
+    impl: str = "auto",
 ) -> Tensor:
     """Greedy rotated NMS on BEV IoU; returns kept indices into ``boxes`` by descending score.
 
@@ -288,10 +294,23 @@ def nms_rotated(
     ``groups (N,)`` (integers, e.g. the detection head's task): boxes of different groups never
     suppress each other and ``pre_max`` / ``post_max`` count per group, so one call does the
     NMS of every group (as ``batched_nms``).
+
+    ``impl``: ``"torch"`` (the steps above), ``"compiled"`` (CPU only: the same greedy result
+    from :func:`radardistill_ros.decode_cpu.nms_rotated_cpu`, one compiled loop, ~50x faster on
+    a frame's ~100 boxes), ``"auto"``: compiled for CPU tensors, torch otherwise.
     """
+    if impl not in NMS_IMPLS:
+        raise ValueError(f"impl must be one of {NMS_IMPLS}, got {impl!r}")
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    if impl == "compiled" or (impl == "auto" and boxes.device.type == "cpu"):
+        if boxes.device.type != "cpu":
+            raise ValueError(f"impl='compiled' runs on CPU tensors, got {boxes.device}")
+        keep = nms_rotated_cpu(boxes.detach().double().numpy(), scores.detach().double().numpy(),
+                               iou_threshold, pre_max, post_max,
+                               None if groups is None else groups.numpy())
+        return torch.from_numpy(keep)
     order = torch.argsort(scores, descending=True, stable=True)
     if pre_max is not None:
         order = order[:pre_max] if groups is None else order[group_rank(groups[order]) < pre_max]

@@ -20,6 +20,10 @@ from radardistill_ros.box_ops import (
     iou_bev_aligned,
     nms_rotated,
 )
+from radardistill_ros.decode_cpu import iou_bev_pairs, nms_rotated_cpu
+
+#: both NMS implementations: tensor ops, and the compiled loop used for CPU tensors
+NMS_IMPLS = pytest.mark.parametrize("impl", ["torch", "compiled"])
 
 
 def box(x=0.0, y=0.0, z=0.0, l=2.0, w=2.0, h=2.0, yaw=0.0) -> list[float]:
@@ -148,7 +152,8 @@ def test_gradients_finite_including_degenerate_pairs() -> None:
     assert a.grad[:, [0, 1, 3, 4, 6]].abs().sum() > 0
 
 
-def test_nms_suppresses_overlaps_keeps_disjoint_sorted() -> None:
+@NMS_IMPLS
+def test_nms_suppresses_overlaps_keeps_disjoint_sorted(impl: str) -> None:
     boxes = t(
         box(0.0, 0.0, l=4, w=2),          # 0: score 0.5
         box(0.2, 0.0, l=4, w=2),          # 1: score 0.9, IoU with 0 ~ 0.9 -> suppresses 0
@@ -157,16 +162,17 @@ def test_nms_suppresses_overlaps_keeps_disjoint_sorted() -> None:
         box(-20.0, 5.0, l=1, w=1),        # 4: score 0.8, disjoint -> kept
     )
     scores = torch.tensor([0.5, 0.9, 0.3, 0.4, 0.8])
-    keep = nms_rotated(boxes, scores, iou_threshold=0.2)
+    keep = nms_rotated(boxes, scores, iou_threshold=0.2, impl=impl)
     assert keep.tolist() == [1, 4, 2]  # 3 overlaps 1 by IoU 1/3 > 0.2; order by score
-    keep = nms_rotated(boxes, scores, iou_threshold=0.5)
+    keep = nms_rotated(boxes, scores, iou_threshold=0.5, impl=impl)
     assert keep.tolist() == [1, 4, 3, 2]
-    assert nms_rotated(boxes, scores, 0.5, post_max=2).tolist() == [1, 4]
-    assert nms_rotated(boxes, scores, 0.5, pre_max=3).tolist() == [1, 4]  # only 1, 4, 0 considered
-    assert nms_rotated(boxes[:0], scores[:0], 0.2).numel() == 0
+    assert nms_rotated(boxes, scores, 0.5, post_max=2, impl=impl).tolist() == [1, 4]
+    assert nms_rotated(boxes, scores, 0.5, pre_max=3, impl=impl).tolist() == [1, 4]  # only 1, 4, 0 considered
+    assert nms_rotated(boxes[:0], scores[:0], 0.2, impl=impl).numel() == 0
 
 
-def test_nms_matches_naive_greedy() -> None:
+@NMS_IMPLS
+def test_nms_matches_naive_greedy(impl: str) -> None:
     gen = torch.Generator().manual_seed(3)
     boxes = random_boxes(150, gen, spread=15.0)
     scores = torch.rand(150, generator=gen)
@@ -178,8 +184,8 @@ def test_nms_matches_naive_greedy() -> None:
             continue
         naive.append(i)
         removed |= {j for j in order if iou[i, j] > 0.2}
-    assert nms_rotated(boxes, scores, 0.2).tolist() == naive
-    assert nms_rotated(boxes, scores, 0.2, post_max=10).tolist() == naive[:10]
+    assert nms_rotated(boxes, scores, 0.2, impl=impl).tolist() == naive
+    assert nms_rotated(boxes, scores, 0.2, post_max=10, impl=impl).tolist() == naive[:10]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
@@ -192,16 +198,17 @@ def test_cuda_matches_cpu() -> None:
     assert nms_rotated(a.cuda(), scores.cuda(), 0.2).cpu().tolist() == nms_rotated(a, scores, 0.2).tolist()
 
 
-def test_nms_suppression_chain_is_greedy() -> None:
+@NMS_IMPLS
+def test_nms_suppression_chain_is_greedy(impl: str) -> None:
     # 1 m cubes every 0.5 m along x, scores descending: neighbours overlap (IoU 0.5 / 1.5 = 1/3),
     # boxes 1 m apart only touch. Greedy keeps 0, drops 1, keeps 2 (its suppressor 1 was dropped), ...
     boxes = torch.zeros(12, 7)
     boxes[:, 0] = torch.arange(12) * 0.5
     boxes[:, 3:6] = 1.0
     scores = torch.linspace(1.0, 0.1, 12)
-    assert nms_rotated(boxes, scores, 0.2).tolist() == [0, 2, 4, 6, 8, 10]
+    assert nms_rotated(boxes, scores, 0.2, impl=impl).tolist() == [0, 2, 4, 6, 8, 10]
     # reversed scores: the chain runs the other way
-    assert nms_rotated(boxes, scores.flip(0), 0.2).tolist() == [11, 9, 7, 5, 3, 1]
+    assert nms_rotated(boxes, scores.flip(0), 0.2, impl=impl).tolist() == [11, 9, 7, 5, 3, 1]
 
 
 def test_pairwise_equals_aligned_on_all_pairs() -> None:
@@ -218,16 +225,71 @@ def test_group_rank_by_hand() -> None:
     assert group_rank(torch.zeros(0, dtype=torch.long)).numel() == 0
 
 
-def test_nms_with_groups_equals_nms_per_group() -> None:
+@NMS_IMPLS
+def test_nms_with_groups_equals_nms_per_group(impl: str) -> None:
     gen = torch.Generator().manual_seed(5)
     boxes = random_boxes(200, gen, spread=10.0)
     scores = torch.rand(200, generator=gen)
     groups = torch.randint(0, 4, (200,), generator=gen)
     for pre_max, post_max in ((None, None), (30, 12)):
-        got = nms_rotated(boxes, scores, 0.2, pre_max, post_max, groups=groups)
+        got = nms_rotated(boxes, scores, 0.2, pre_max, post_max, groups=groups, impl=impl)
         expected = []
         for g in range(4):
             idx = torch.nonzero(groups == g)[:, 0]
-            expected += idx[nms_rotated(boxes[idx], scores[idx], 0.2, pre_max, post_max)].tolist()
+            expected += idx[nms_rotated(boxes[idx], scores[idx], 0.2, pre_max, post_max, impl=impl)].tolist()
         assert sorted(got.tolist()) == sorted(expected)
         assert scores[got].tolist() == sorted(scores[got].tolist(), reverse=True)  # by score across groups
+
+
+def test_compiled_iou_hand_cases() -> None:
+    # the hand cases above, through the compiled IoU of the CPU NMS
+    sq = box(l=2, w=2)
+    cases = [(sq, box(l=4, w=1, yaw=math.pi / 2), 1 / 3), (sq, box(l=4, w=1), 1 / 3),
+             (sq, box(yaw=math.pi / 4), 1 / math.sqrt(2)), (sq, sq, 1.0),
+             (box(0, 0), box(10, 0), 0.0), (box(0, 0), box(2, 0), 0.0),
+             (box(1.0, -3.0, 0.5, 4.5, 1.9, 1.6, 0.7),) * 2 + (1.0,)]
+    a = np.array([c[0] for c in cases])
+    b = np.array([c[1] for c in cases])
+    np.testing.assert_allclose(iou_bev_pairs(a, b), [c[2] for c in cases], atol=1e-9)
+    with pytest.raises(ValueError, match="7"):
+        iou_bev_pairs(a[:, :6], b[:, :6])
+
+
+def test_compiled_iou_equals_torch_and_shapely() -> None:
+    gen = torch.Generator().manual_seed(7)
+    a, b = random_boxes(400, gen), random_boxes(400, gen)
+    turned = b[:20].clone()
+    turned[:, 6] += math.pi / 2
+    a, b = torch.cat((a, b[:20], b[:20])), torch.cat((b, b[:20], turned))  # identical and turned pairs
+    got = iou_bev_pairs(a.numpy(), b.numpy())
+    assert (got > 0).sum() > 150
+    # the torch IoU's inside / on-edge tests have 1e-5 m tolerances
+    np.testing.assert_allclose(got, iou_bev_aligned(a.double(), b.double()).numpy(), atol=1e-5)
+    ref = np.array([shapely_iou(a[i], b[i]) for i in range(0, 440, 4)])
+    np.testing.assert_allclose(got[::4], ref, atol=1e-6)
+    far = torch.tensor([60.0, -55.0, 0, 0, 0, 0, 0])
+    a, b, far = a.double(), b.double(), far.double()  # the same boxes 80 m out: IoU in the first box's frame
+    np.testing.assert_allclose(iou_bev_pairs((a + far).numpy(), (b + far).numpy()), got, atol=1e-9)
+
+
+def test_compiled_nms_equals_torch_nms_on_many_scenes() -> None:
+    gen = torch.Generator().manual_seed(8)
+    for scene in range(40):
+        n = int(torch.randint(1, 120, (1,), generator=gen))
+        boxes = random_boxes(n, gen, spread=float(torch.rand(1, generator=gen)) * 20 + 2)
+        scores = torch.rand(n, generator=gen)
+        groups = torch.randint(0, 6, (n,), generator=gen)
+        for thr, pre_max, post_max in ((0.2, None, None), (0.5, 40, 10), (0.01, 5, 3)):
+            ref = nms_rotated(boxes, scores, thr, pre_max, post_max, groups=groups, impl="torch")
+            got = nms_rotated(boxes, scores, thr, pre_max, post_max, groups=groups, impl="compiled")
+            assert got.tolist() == ref.tolist(), (scene, thr)
+            assert nms_rotated(boxes, scores, thr, pre_max, post_max, groups=groups).tolist() == ref.tolist()
+
+
+def test_nms_impl_selection_errors() -> None:
+    boxes, scores = t(box()), torch.ones(1)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        nms_rotated(boxes, scores, 0.2, impl="fast")
+    with pytest.raises(ValueError, match=r"\(N, 7\+\)"):
+        nms_rotated_cpu(np.zeros((3, 5)), np.zeros(3), 0.2)
+    assert nms_rotated_cpu(np.zeros((0, 7)), np.zeros(0), 0.2).shape == (0,)

@@ -212,3 +212,55 @@ def test_nms_pre_max_caps_candidates_per_task_before_boxes() -> None:
         assert det.labels.tolist().count(car) == 3 and det.labels.tolist().count(bus) == 1
         cars = det.scores[det.labels == car].tolist()
         assert cars == pytest.approx([0.75**0.5, 0.7**0.5, 0.65**0.5], abs=1e-6)  # the three best
+
+
+def random_heads(gen: torch.Generator, batch: int, with_iou: bool = True) -> list[dict[str, torch.Tensor]]:
+    heads = []
+    for names in TASKS:
+        h = {"hm": torch.randn(batch, len(names), H, W, generator=gen) * 2.5 - 2.0,
+             "center": torch.rand(batch, 2, H, W, generator=gen),
+             "center_z": torch.randn(batch, 1, H, W, generator=gen),
+             "dim": torch.randn(batch, 3, H, W, generator=gen) * 0.5 + 0.5,
+             "rot": torch.randn(batch, 2, H, W, generator=gen),
+             "vel": torch.randn(batch, 2, H, W, generator=gen)}
+        if with_iou:
+            h["iou"] = torch.rand(batch, 1, H, W, generator=gen) * 2.4 - 1.2  # also outside [-1, 1]
+        heads.append(h)
+    return heads
+
+
+@pytest.mark.parametrize("peak_kernel", [1, 3, 5])
+@pytest.mark.parametrize("with_iou", [True, False])
+def test_compiled_decode_equals_torch_decode(peak_kernel: int, with_iou: bool) -> None:
+    gen = torch.Generator().manual_seed(10 * peak_kernel + with_iou)
+    for trial, pre_max in enumerate((1000, 7)):
+        heads = random_heads(gen, batch=2, with_iou=with_iou)
+        post = dataclasses.replace(POST, peak_kernel=peak_kernel, nms_pre_max=pre_max, nms_post_max=9)
+        ref = decode(heads, GRID, post, impl="torch")
+        got = decode(heads, GRID, post, impl="compiled")
+        auto = decode(heads, GRID, post)  # auto = compiled on CPU
+        assert all(torch.equal(x, y) for a, b in zip(auto, got) for x, y in zip(a, b))
+        assert sum(len(d.scores) for d in ref) > 10
+        for r, g in zip(ref, got):
+            assert g.labels.tolist() == r.labels.tolist(), (trial, pre_max)
+            torch.testing.assert_close(g.scores, r.scores, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(g.boxes, r.boxes, atol=1e-5, rtol=1e-6)
+        # numpy (ONNX Runtime) inputs
+        np_heads = [{k: v.numpy() for k, v in h.items()} for h in heads]
+        for r, g in zip(ref, decode(np_heads, GRID, post)):
+            assert isinstance(g.boxes, np.ndarray) and g.labels.tolist() == r.labels.tolist()
+
+
+def test_compiled_decode_nan_maps_and_errors() -> None:
+    heads = empty_heads()
+    put_peak(heads, 0, 0, 5, 5, hm=0.9, iou_pred=1.0, reg=REG)
+    put_peak(heads, 0, 0, 12, 12, hm=0.8, iou_pred=1.0, reg=REG)
+    heads[0]["hm"][0, 0, 6, 6] = float("nan")  # in the window of the first peak only
+    post = dataclasses.replace(POST, peak_kernel=3)
+    for impl in ("torch", "compiled"):
+        det = decode(heads, GRID, post, impl=impl)[0]
+        assert det.scores.tolist() == pytest.approx([0.8 ** 0.5], abs=1e-6)  # NaN in its window: no peak
+        det = decode(heads, GRID, POST, impl=impl)[0]  # no peak test: both peaks
+        assert det.scores.tolist() == pytest.approx([0.9 ** 0.5, 0.8 ** 0.5], abs=1e-6)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        decode(heads, GRID, POST, impl="numba")
