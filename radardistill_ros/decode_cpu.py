@@ -290,3 +290,19 @@ def gather_regression(maps: list[np.ndarray], per_task: int, task: np.ndarray, s
     channels = sum(m.shape[1] for m in maps[:per_task])
     task, sample, cell = (np.ascontiguousarray(x, np.int64) for x in (task, sample, cell))
     return _gather(maps, per_task, task, sample, cell, maps[0].shape[-1], channels)
+
+
+def warm_up(num_regression_maps: int) -> None:
+    """Compile (or load from numba's cache) every kernel with the argument types decoding uses,
+    so that the first real frame does not pay for it: a frame without candidates never reaches
+    the NMS. ``num_regression_maps``: tasks x regression keys of the head (the gather's tuple)."""
+    logits = np.full((1, 2, 3, 3), -9.0, np.float32)
+    logits[0, :, 1, 1] = 3.0
+    iou = np.zeros((1, 2, 3, 3), np.float32)
+    cand = peak_candidates(logits, iou, np.array([0, 1]), [1, 1], 0.5, 0.1, 3, 10)
+    gather_regression([np.zeros((1, 1, 3, 3), np.float32)] * num_regression_maps, 1,
+                      np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    boxes = np.array([[0, 0, 0, 2, 2, 2, 0], [0.5, 0, 0, 2, 2, 2, 0.1]], np.float64)
+    nms_rotated_cpu(boxes, np.array([0.9, 0.8]), 0.2, 10, 10, np.array([0, 0]))
+    if len(cand[0]) != 2:
+        raise RuntimeError(f"decode kernels self-check failed: {len(cand[0])} candidates, expected 2")

@@ -37,10 +37,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from radardistill_ros import decode_cpu
 from radardistill_ros.backends import BACKEND_KINDS, InferenceBackend, ModelMismatchError, create_backend
 from radardistill_ros.config import Config, load_config
-from radardistill_ros.conventions import CLASS_NAMES, RADAR_FEATURES
-from radardistill_ros.decode import decode
+from radardistill_ros.conventions import CLASS_NAMES, RADAR_FEATURES, TASKS
+from radardistill_ros.decode import REG_KEYS, decode
 from radardistill_ros.model import PillarNetDetector, load_checkpoint
 from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.pointcloud import decode_pointcloud2, drop_nonfinite, to_feature_array
@@ -224,7 +225,8 @@ class RadarDetector:
                                np.asarray(det.labels, np.int64), len(points), timings)
 
     def warm_up(self, runs: int = 2) -> None:
-        """Run a few frames of synthetic points (first-call allocations, ONNX Runtime arenas)."""
+        """Run a few frames of synthetic points (first-call allocations, ONNX Runtime arenas) and
+        compile the decoding kernels."""
         rng = np.random.default_rng(0)
         r = self.cfg.grid.point_cloud_range
         pts = np.zeros((200, self.num_features), np.float32)
@@ -233,6 +235,7 @@ class RadarDetector:
         pts[:, 2] = rng.uniform(r[2], r[5], 200)
         for _ in range(runs):
             self.detect(pts)
+        decode_cpu.warm_up(len(TASKS) * len(REG_KEYS))  # a frame without candidates skips the NMS
 
 
 def _check_export_weights(onnx_path: Path, checkpoint_path: str | Path) -> None:

@@ -52,7 +52,7 @@ from export.onnx import export_onnx
 from radardistill_ros.backends import BackendUnavailable, create_backend
 from radardistill_ros.backends.torch_backend import TorchBackend
 from radardistill_ros.config import load_config
-from radardistill_ros.decode import decode
+from radardistill_ros.decode import DECODE_IMPLS, decode
 from radardistill_ros.malloc_tuning import retain_freed_memory
 from radardistill_ros.model import load_checkpoint
 from radardistill_ros.model.fuse import fold_front_end
@@ -105,7 +105,7 @@ def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict
 @torch.inference_mode()
 def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path,
                   front_threads: int = 1, checkpoint: str | None = None,
-                  only: Sequence[str] = (), returns_per_sweep: int = 55) -> dict:
+                  only: Sequence[str] = (), returns_per_sweep: int = 55, decode_impl: str = "auto") -> dict:
     cfg = load_config(name)
     if checkpoint:  # a trained student: decode sees the detections a real model makes
         model, cfg = load_checkpoint(checkpoint, cfg=cfg, modality="radar")
@@ -155,7 +155,7 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
             heads = backends[b].infer(x)
             s1, q1 = time.perf_counter(), time.process_time()
             torch.set_num_threads(front_threads)
-            dets = decode(heads, cfg.grid, cfg.post)[0]
+            dets = decode(heads, cfg.grid, cfg.post, impl=decode_impl)[0]
             s2, q2 = time.perf_counter(), time.process_time()
             per_backend[b] = (s1 - s0, s2 - s1, len(dets.scores), q1 - q0, q2 - q1)
         if i < warmup:
@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                          "~1.6k points; 97 -> ~2.9k, the density of bench_node's synthetic bag)")
     ap.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
                     help="leave glibc's malloc thresholds as they are (the node fixes them)")
+    ap.add_argument("--decode-impl", choices=DECODE_IMPLS, default="auto",
+                    help="decode implementation (auto = compiled loops on CPU, as the node)")
     ap.add_argument("--out", default="results/bench_inference.json")
     args = ap.parse_args(argv)
 
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "malloc": malloc_msg,
+           "decode_impl": args.decode_impl,
            "loadavg_start": os.getloadavg()}
     try:
         import onnxruntime
@@ -254,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {v}: {frames} frames ...", file=sys.stderr, flush=True)
             ckpt = args.checkpoint if args.checkpoint and v == args.variants[0] else None
             results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
-                                         args.front_threads, ckpt, args.backends, args.returns_per_sweep))
+                                         args.front_threads, ckpt, args.backends, args.returns_per_sweep,
+                                         args.decode_impl))
     env["loadavg_end"] = os.getloadavg()
     env["host_steal_share"] = steal_share(jiffies0, cpu_jiffies())
     checks = {}

@@ -264,3 +264,12 @@ def test_compiled_decode_nan_maps_and_errors() -> None:
         assert det.scores.tolist() == pytest.approx([0.9 ** 0.5, 0.8 ** 0.5], abs=1e-6)
     with pytest.raises(ValueError, match="impl must be one of"):
         decode(heads, GRID, POST, impl="numba")
+
+
+def test_compiled_kernels_warm_up() -> None:
+    from radardistill_ros import decode_cpu
+
+    decode_cpu.warm_up(len(TASKS) * 5)  # compiles (or loads) every kernel; self-checks the candidates
+    with pytest.raises(ValueError, match="whole number of tasks"):
+        idx = np.zeros(1, np.int64)
+        decode_cpu.gather_regression([np.zeros((1, 1, 2, 2), np.float32)] * 3, 2, idx, idx, idx)
