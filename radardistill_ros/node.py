@@ -44,11 +44,18 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, Vector3
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import PublisherEventCallbacks
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSCompatibility,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_check_compatible,
+)
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Float64
 from tf2_msgs.msg import TFMessage
@@ -343,7 +350,7 @@ class DetectorNode(Node):
             # set, in Python, on each wake-up (~11 per radar frame: 5 clouds, ~6 /tf). Without the
             # 14 output handlers the executor thread takes ~12.5 instead of ~14.5 ms CPU per
             # frame (docs/benchmarks.md). A subscriber with an incompatible QoS still reports it on
-            # its side; the inputs keep their handlers (the node warns about its own subscriptions).
+            # its side.
             return self.create_publisher(msg_type, topic, out_qos,
                                          event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
 
@@ -360,15 +367,28 @@ class DetectorNode(Node):
         tf_static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                    reliability=ReliabilityPolicy.RELIABLE,
                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), tf_static_qos)
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.input_depth,
                             reliability=ReliabilityPolicy.BEST_EFFORT if p.input_reliability == "best_effort"
                             else ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        #: (topic, message type, QoS) of every input, for the publisher check of the diagnostics timer
+        self._inputs: list[tuple[str, type, QoSProfile]] = []
+        self._incompatible: dict[tuple[str, tuple[int, ...]], str] = {}
+
+        def subscribe(msg_type: type, topic: str, callback: Any, qos: QoSProfile) -> None:
+            # No QoS event handlers on the inputs either: the executor adds each handler to its
+            # wait set in Python on every wake-up (~11 per radar frame); without the inputs' 16
+            # handlers its thread took ~9.5 instead of ~12.3 ms CPU per frame (docs/benchmarks.md).
+            # Incompatible publishers are found from the ROS graph instead (_check_input_publishers).
+            self.create_subscription(msg_type, topic, callback, qos,
+                                     event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+            self._inputs.append((topic, msg_type, qos))
+
+        subscribe(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
+        subscribe(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), tf_static_qos)
         # the trigger topic is subscribed last: when several clouds are ready at once the executor
         # serves subscriptions in creation order, so the sweeps that precede a trigger are stored first
         for topic in sorted(p.radar_topics, key=lambda t: t == p.trigger_topic):
-            self.create_subscription(PointCloud2, topic, lambda m, t=topic: self._on_cloud(m, t), in_qos)
+            subscribe(PointCloud2, topic, lambda m, t=topic: self._on_cloud(m, t), in_qos)
         # steady clock: diagnostics keep coming with use_sim_time and no /clock
         self.create_timer(p.diagnostics_period, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -628,8 +648,35 @@ class DetectorNode(Node):
             m.header.frame_id = frame
         return MarkerArray(markers=markers)
 
+    def _check_input_publishers(self) -> int:
+        """Publishers on the input topics that cannot deliver to this node (QoS incompatible with
+        the subscription's, or another message type), from the ROS graph; each is warned about
+        once while it exists. Returns how many there are now. Replaces rclpy's per-subscription
+        QoS event handlers (see ``subscribe``), which cost executor CPU on every wake-up."""
+        found: dict[tuple[str, tuple[int, ...]], str] = {}
+        for topic, msg_type, qos in self._inputs:
+            expected = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+            for info in self.get_publishers_info_by_topic(topic):
+                who = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+                if info.topic_type != expected:
+                    why = f"publishes {info.topic_type}, this node subscribes {expected}"
+                else:
+                    compat, reason = qos_check_compatible(info.qos_profile, qos)
+                    if compat != QoSCompatibility.ERROR:
+                        continue
+                    why = reason.strip().rstrip(";")
+                found[(topic, tuple(info.endpoint_gid))] = (
+                    f"publisher {who} on topic '{topic}', offering incompatible QoS or type: no messages "
+                    f"will be received from it ({why})")
+        for key, msg in found.items():
+            if key not in self._incompatible:
+                self.get_logger().warning(msg)
+        self._incompatible = found
+        return len(found)
+
     def _publish_diagnostics(self) -> None:
         p = self.params
+        incompatible = self._check_input_publishers()
         values, rejects = self.counters.snapshot()
         with self._cond:
             lat, proc = list(self._window_latency), list(self._window_processing)
@@ -642,8 +689,12 @@ class DetectorNode(Node):
         elif period_dropped:
             level = DiagnosticStatus.WARN
             message = f"{period_dropped} trigger(s) dropped (worker busy)"
+        elif incompatible:
+            level = DiagnosticStatus.WARN
+            message = f"{incompatible} publisher(s) on the inputs with incompatible QoS or type (see the log)"
         kv = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         kv += [KeyValue(key=f"rejected.{k}", value=str(v)) for k, v in rejects.items()]
+        kv.append(KeyValue(key="incompatible_publishers", value=str(incompatible)))
         kv += [KeyValue(key="latency_ms.p50", value=f"{_percentile(lat, 50):.3f}"),
                KeyValue(key="latency_ms.p99", value=f"{_percentile(lat, 99):.3f}"),
                KeyValue(key="processing_ms.p50", value=f"{_percentile(proc, 50):.3f}"),

@@ -95,6 +95,20 @@ def test_invalid_parameters_exit_nonzero_naming_the_parameter(tmp_path: Path, ti
                 proc.wait()
 
 
+#: A separate process publishing std_msgs/Float64 on the topic argv[1] for at most 120 s.
+WRONG_TYPE_PUBLISHER = """
+import sys, time
+import rclpy
+from std_msgs.msg import Float64
+rclpy.init()
+node = rclpy.create_node("wrong_type_publisher")
+node.create_publisher(Float64, sys.argv[1], 10)
+end = time.monotonic() + 120.0
+while time.monotonic() < end:
+    time.sleep(0.2)
+"""
+
+
 def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict) -> None:
     """Node process <- replay (this process) -> detections (this process) == offline path."""
     from nuscenes.nuscenes import NuScenes
@@ -181,10 +195,13 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
     client = spun_node("malformed_input_test")
     node = client.__enter__()
     pubs = _publishers(node)
-    # a best-effort publisher cannot feed the node's reliable input: the node says so (its input
-    # subscriptions keep rclpy's QoS event handlers; only its outputs drop theirs)
+    # a best-effort publisher cannot feed the node's reliable input, nor can a publisher of another
+    # type (a separate process: one process cannot have two types on a topic): the node finds both
+    # in the ROS graph, warns and counts them in its diagnostics
     from rclpy.qos import qos_profile_sensor_data
     pubs["best_effort"] = node.create_publisher(PointCloud2, TRIGGER, qos_profile_sensor_data)
+    wrong_type = subprocess.Popen([sys.executable, "-c", WRONG_TYPE_PUBLISHER, TRIGGER], env=dict(os.environ),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     recorder = DetectionRecorder(node, "/detections")
     base_ns = 1_700_000_000 * 1_000_000_000
     stamp = [base_ns]
@@ -299,8 +316,15 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
     finally:
         client.__exit__(None, None, None)
         status = stop_process(node_proc)
+        wrong_type.kill()
+        wrong_type.wait()
     assert status == 0, _node_log(log)
-    assert f"topic '{TRIGGER}', offering incompatible QoS" in log.read_text(errors="replace"), _node_log(log)
+    text = log.read_text(errors="replace")
+    assert f"topic '{TRIGGER}', offering incompatible QoS" in text, _node_log(log)
+    assert "Best effort publisher and reliable subscription" in text, _node_log(log)
+    assert "publishes std_msgs/msg/Float64, this node subscribes sensor_msgs/msg/PointCloud2" in text, \
+        _node_log(log)
+    assert int(c["incompatible_publishers"]) == 2, c
     assert "freed heap memory kept" in log.read_text(errors="replace"), _node_log(log)  # main() tuned malloc
     assert int(c["rejected.unknown_frame"]) == 1, c
     assert int(c["rejected.stamp_not_increasing"]) == 1, c
