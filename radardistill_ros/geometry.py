@@ -20,6 +20,8 @@ directions are exact inverses; with pitch/roll theta the heading error is O(thet
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -49,8 +51,19 @@ def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
 def quat_to_rot(q: np.ndarray) -> np.ndarray:
     """Rotation matrices ``(..., 3, 3)`` from quaternions ``(..., 4)`` = [w, x, y, z].
 
-    The quaternion is normalised first; a zero quaternion raises ``ValueError``.
+    The quaternion is normalised first; a zero quaternion raises ``ValueError``. A single
+    quaternion is computed in scalar float arithmetic (same formula; ~10x fewer numpy calls: the
+    TF buffer converts one per link and lookup).
     """
+    if len(q) == 4 and np.ndim(q) == 1:
+        w, x, y, z = (float(v) for v in q)
+        n = math.sqrt(w * w + x * x + y * y + z * z)
+        if n == 0.0 or not math.isfinite(n):
+            raise ValueError("quaternion has zero or non-finite norm")
+        w, x, y, z = w / n, x / n, y / n, z / n
+        return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
     q = np.asarray(q, dtype=np.float64)
     if q.shape[-1] != 4:
         raise ValueError(f"quaternion must have 4 components [w, x, y, z], got shape {q.shape}")

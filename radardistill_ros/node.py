@@ -73,6 +73,7 @@ from radardistill_ros.pipeline import (
     transform_error_reason,
 )
 from radardistill_ros.pointcloud import PointCloudError, make_pointcloud2_msg
+from radardistill_ros.sweeps import warm_up as warm_up_accumulation
 from radardistill_ros.tf_buffer import TransformBuffer, TransformError
 
 NODE_NAME = "radardistill_detector"
@@ -322,6 +323,7 @@ class DetectorNode(Node):
         cfg = self.detector.cfg
         self.num_sweeps = p.num_sweeps or cfg.data.radar_sweeps
         self.detector.warm_up()
+        warm_up_accumulation()
 
         self.tf = TransformBuffer(cache_time=p.tf_cache_time)
         self._static_tf: list[Any] = []

@@ -108,7 +108,8 @@ class _Link:
 
 def _matrix(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     """4x4 ``T_parent_from_child`` from a translation and a ROS-order quaternion."""
-    return make_transform(quat_to_rot(q_xyzw[[3, 0, 1, 2]]), t)
+    x, y, z, w = q_xyzw.tolist()
+    return make_transform(quat_to_rot((w, x, y, z)), t)
 
 
 class TransformBuffer:
@@ -144,7 +145,7 @@ class TransformBuffer:
         q = np.asarray(rotation_xyzw, dtype=np.float64).reshape(4)
         if not (np.isfinite(t).all() and np.isfinite(q).all()):
             raise TransformError(f"non-finite transform {parent!r} -> {child!r}: t={t}, q={q}")
-        qn = float(np.linalg.norm(q))
+        qn = math.sqrt(float(q @ q))
         if qn < 1e-9:
             raise TransformError(f"zero quaternion for {parent!r} -> {child!r}")
         q = q / qn
@@ -281,13 +282,20 @@ class TransformBuffer:
             up_s, up_t = self._path(target, source)
             if not ns:
                 ns = self._latest_common(up_s + up_t)
-            anc_from_source = np.eye(4)
-            for child in up_s:  # source, parent(source), ... below the common ancestor
-                anc_from_source = self._link_matrix(child, ns) @ anc_from_source
-            anc_from_target = np.eye(4)
-            for child in up_t:
-                anc_from_target = self._link_matrix(child, ns) @ anc_from_target
-        return invert_transform(anc_from_target) @ anc_from_source
+            anc_from_source = self._chain_matrix(up_s, ns)  # source, parent(source), ... below the ancestor
+            anc_from_target = self._chain_matrix(up_t, ns)
+        if anc_from_target is None:  # the target is the common ancestor (map <- base_link <- radar)
+            return np.eye(4) if anc_from_source is None else anc_from_source
+        inv = invert_transform(anc_from_target)
+        return inv if anc_from_source is None else inv @ anc_from_source
+
+    def _chain_matrix(self, links: list[str], ns: int | None) -> np.ndarray | None:
+        """Product of the link transforms ``links`` (child first) at ``ns``; None for no link."""
+        out = None
+        for child in links:
+            m = self._link_matrix(child, ns)
+            out = m if out is None else m @ out
+        return out
 
     def can_transform(self, target_frame: str, source_frame: str, time: Any = None) -> bool:
         """True when :meth:`lookup` would succeed."""

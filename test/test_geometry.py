@@ -36,6 +36,12 @@ def test_quaternions_match_pyquaternion() -> None:
     np.testing.assert_allclose(back, qs * sign, atol=1e-9)
     with pytest.raises(ValueError):
         g.quat_to_rot(np.zeros(4))
+    # one quaternion (the scalar path the TF buffer uses) == the same row of a batch, unnormalised too
+    raw = rng.normal(size=(20, 4)) * 3
+    np.testing.assert_allclose(np.stack([g.quat_to_rot(q) for q in raw]), g.quat_to_rot(raw), atol=1e-15)
+    np.testing.assert_allclose(g.quat_to_rot([S2, 0.0, 0.0, S2]), g.rotz(np.pi / 2), atol=1e-12)
+    with pytest.raises(ValueError):
+        g.quat_to_rot([np.nan, 1.0, 0.0, 0.0])
 
 
 def test_transforms_compose_invert_apply() -> None:

@@ -61,6 +61,16 @@ def test_matches_per_point_reference_random() -> None:
     assert out.dtype == np.float32 and out.shape == (120, 6)
 
 
+def test_no_sweeps_and_empty_sweeps() -> None:
+    for kind, width in (("radar", 6), ("lidar", 5)):
+        out = sweeps_to_ref([], np.eye(4), 0.0, kind)
+        assert out.shape == (0, width) and out.dtype == np.float32
+    empty = _radar_sweep(np.zeros((0, 6)), 0.0, np.eye(4))
+    one = _radar_sweep([[2.0, 0.0, 0.0, 1.0, 0.0, 0.0]], 0.0, np.eye(4))
+    out = sweeps_to_ref([empty, one, empty], np.eye(4), 0.0)
+    np.testing.assert_allclose(out, [[1.0, 2.0, 0.0, 1.0, 0.0, 0.0]], atol=1e-6)
+
+
 def test_lidar_variant_time_lag_and_no_shift() -> None:
     t_es = g.make_transform(g.rotz(np.pi / 2), [0.0, 0.0, 1.8])
     sweep = Sweep(np.array([[1.0, 0.0, 0.0, 42.0, 7.0]], np.float32), 0.95, t_es, np.eye(4), "LIDAR_TOP")
