@@ -43,6 +43,7 @@ from radardistill_ros.config import Config, load_config
 from radardistill_ros.conventions import CLASS_NAMES, RADAR_FEATURES, TASKS
 from radardistill_ros.decode import REG_KEYS, decode
 from radardistill_ros.model import PillarNetDetector, load_checkpoint
+from radardistill_ros.model.front_end_infer import InferenceFrontEnd
 from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.pointcloud import decode_pointcloud2, drop_nonfinite, to_feature_array
 from radardistill_ros.sweeps import Sweep, SweepAccumulator, sweeps_to_ref
@@ -125,7 +126,9 @@ class RadarDetector:
             raise ValueError(f"RadarDetector needs the radar student, got a {model.modality!r} model")
         self.cfg = cfg
         self.device = torch.device(device)
-        self.front_end = fold_front_end(model.front_end).to(self.device)  # batch norms folded
+        folded = fold_front_end(model.front_end).to(self.device)  # batch norms folded
+        # CPU: the compiled/fused inference form of the same function (model/front_end_infer.py)
+        self.front_end = InferenceFrontEnd(folded) if self.device.type == "cpu" else folded
         self.backend = backend
         post = cfg.post
         if score_threshold is not None:
@@ -225,14 +228,17 @@ class RadarDetector:
                                np.asarray(det.labels, np.int64), len(points), timings)
 
     def warm_up(self, runs: int = 2) -> None:
-        """Run a few frames of synthetic points (first-call allocations, ONNX Runtime arenas) and
-        compile the decoding kernels."""
+        """Build the front end's GEMM kernels for the usual frame sizes, run a few frames of
+        synthetic points (first-call allocations, ONNX Runtime arenas) and compile the decoding
+        kernels."""
         rng = np.random.default_rng(0)
         r = self.cfg.grid.point_cloud_range
         pts = np.zeros((200, self.num_features), np.float32)
         pts[:, 0] = rng.uniform(r[0], r[3], 200)
         pts[:, 1] = rng.uniform(r[1], r[4], 200)
         pts[:, 2] = rng.uniform(r[2], r[5], 200)
+        if isinstance(self.front_end, InferenceFrontEnd):
+            self.front_end.warm_up()
         for _ in range(runs):
             self.detect(pts)
         decode_cpu.warm_up(len(TASKS) * len(REG_KEYS))  # a frame without candidates skips the NMS

@@ -11,8 +11,10 @@ pool of synthetic nuScenes-like accumulated radar frames (5 radars x 6 sweeps, ~
 ``--checkpoint`` (a trained student, for the first variant) or ``export.check.random_student``
 (random, head outputs scaled to a spread of scores; latency does not depend on the values except
 through the number of boxes decode/NMS sees, which random heads make worst-case-like). The front
-end is the inference form the node runs (batch norms folded) and, like decode, runs on
-``--front-threads`` torch threads. Backends run interleaved on the same frames (torch eager, ONNX
+end is the CPU inference form the node runs (``--front-end inference``:
+``model/front_end_infer.py``, compiled pillar kernels and fused GEMMs, batch norms folded;
+``module``: the folded torch module) and, like decode, runs on ``--front-threads`` torch threads.
+Backends run interleaved on the same frames (torch eager, ONNX
 Runtime; on a CUDA machine also torch CUDA fp32/fp16/CUDA graphs), so the ORT/eager ratio is
 measured under the same load. Whole model = front end + dense + decode of the same frame (its p99
 is over frames, not a sum of p99s). Prints a markdown table, writes JSON.
@@ -55,6 +57,7 @@ from radardistill_ros.config import load_config
 from radardistill_ros.decode import DECODE_IMPLS, decode
 from radardistill_ros.malloc_tuning import retain_freed_memory
 from radardistill_ros.model import load_checkpoint
+from radardistill_ros.model.front_end_infer import InferenceFrontEnd
 from radardistill_ros.model.fuse import fold_front_end
 from radardistill_ros.model.pillars import pillarize
 from radardistill_ros.model.sparse import SparseTensor
@@ -105,7 +108,8 @@ def make_backends(cfg, model, onnx_path: Path, threads: int) -> tuple[dict, dict
 @torch.inference_mode()
 def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, workdir: Path,
                   front_threads: int = 1, checkpoint: str | None = None,
-                  only: Sequence[str] = (), returns_per_sweep: int = 55, decode_impl: str = "auto") -> dict:
+                  only: Sequence[str] = (), returns_per_sweep: int = 55, decode_impl: str = "auto",
+                  front_end: str = "inference") -> dict:
     cfg = load_config(name)
     if checkpoint:  # a trained student: decode sees the detections a real model makes
         model, cfg = load_checkpoint(checkpoint, cfg=cfg, modality="radar")
@@ -121,11 +125,25 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
             skipped[label] = "not in --backends"
     clouds = [torch.from_numpy(synthetic_radar_points(1000 + i, returns_per_sweep=returns_per_sweep))
               for i in range(pool)]
-    fe = fold_front_end(model.front_end)  # what RadarDetector (the node) runs: batch norms folded
-    # the split below is PillarFrontEnd.forward stage by stage; prove it is the same computation
-    p = pillarize(clouds[0], cfg.grid, 1)
-    split = fe.encoder(SparseTensor(fe.vfe(p), p.coords, p.grid, 1))
-    assert torch.equal(split, fe(clouds[0], 1))
+    fe = fold_front_end(model.front_end)  # batch norms folded
+    if front_end == "inference":  # what RadarDetector (the node) runs on CPU
+        fe = InferenceFrontEnd(fe)
+    ny, nx = cfg.grid.pillar_grid[1], cfg.grid.pillar_grid[0]
+
+    def pillars_of(pts: torch.Tensor):
+        return fe.pillars(pts, 1) if front_end == "inference" else pillarize(pts, cfg.grid, 1)
+
+    def vfe_of(p) -> torch.Tensor:
+        return fe.vfe(*p) if front_end == "inference" else fe.vfe(p)
+
+    def encode(p, f: torch.Tensor) -> torch.Tensor:
+        if front_end == "inference":
+            return fe.encoder(SparseTensor(f, torch.from_numpy(p[0]), (ny, nx), 1))
+        return fe.encoder(SparseTensor(f, p.coords, p.grid, 1))
+
+    # the split is the front end's forward stage by stage; prove it is the same computation
+    p = pillars_of(clouds[0])
+    assert torch.equal(encode(p, vfe_of(p)), fe(clouds[0], 1))
 
     times: dict[str, list[float]] = {s: [] for s in FRONT_STAGES}
     for b in backends:
@@ -139,11 +157,11 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         pts = clouds[i % pool]
         torch.set_num_threads(front_threads)  # as RadarDetector: front end and decode on front_threads
         c0, t0 = time.process_time(), time.perf_counter()
-        p = pillarize(pts, cfg.grid, 1)
+        p = pillars_of(pts)
         t1 = time.perf_counter()
-        f = fe.vfe(p)
+        f = vfe_of(p)
         t2 = time.perf_counter()
-        x4 = fe.encoder(SparseTensor(f, p.coords, p.grid, 1))
+        x4 = encode(p, f)
         t3, c3 = time.perf_counter(), time.process_time()
         x = x4.numpy()
         front = [t1 - t0, t2 - t1, t3 - t2]
@@ -172,11 +190,12 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
         times.setdefault("front_end", []).append(sum(front) * 1e3)
         cpu.setdefault("front_end", []).append((c3 - c0) * 1e3)
         n_points.append(len(pts))
-        n_pillars.append(int(p.coords.shape[0]))
+        n_pillars.append(int((p[0] if front_end == "inference" else p.coords).shape[0]))
         if labels:
             n_dets.append(per_backend[labels[0]][2])
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     res = {"variant": name, "checkpoint": checkpoint, "returns_per_sweep": returns_per_sweep,
+           "front_end": front_end if front_end == "module" else f"inference ({fe.gemm} GEMMs)",
            "minor_faults_per_frame": (ru1.ru_minflt - ru0.ru_minflt) / frames,
            "system_ms_per_frame": (ru1.ru_stime - ru0.ru_stime) * 1e3 / frames,
            "digest": cfg.digest(), "frames": frames,
@@ -229,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave glibc's malloc thresholds as they are (the node fixes them)")
     ap.add_argument("--decode-impl", choices=DECODE_IMPLS, default="auto",
                     help="decode implementation (auto = compiled loops on CPU, as the node)")
+    ap.add_argument("--front-end", choices=("inference", "module"), default="inference",
+                    help="inference: the CPU inference form the node runs (model/front_end_infer.py); "
+                         "module: the batch-norm-folded torch module")
     ap.add_argument("--out", default="results/bench_inference.json")
     args = ap.parse_args(argv)
 
@@ -258,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = args.checkpoint if args.checkpoint and v == args.variants[0] else None
             results.append(bench_variant(v, frames, args.threads, args.pool, warmup, Path(tmp),
                                          args.front_threads, ckpt, args.backends, args.returns_per_sweep,
-                                         args.decode_impl))
+                                         args.decode_impl, args.front_end))
     env["loadavg_end"] = os.getloadavg()
     env["host_steal_share"] = steal_share(jiffies0, cpu_jiffies())
     checks = {}

@@ -296,16 +296,8 @@ def torch_sparse_conv(x: SparseTensor, weight: Tensor, bias: Tensor | None, stri
     k = weight.shape[1]
     cout, cin = weight.shape[0], weight.shape[3]
     feats = x.features
-    n_out_est = x.indices.shape[0] * (1 if subm else k * k)
-    if n_out_est * k * k * cin <= GATHER_GEMM_MAX_ELEMS:
-        key = ("nbr", k, stride, padding, subm)
-        plan = x.cache.get(key)
-        if plan is None:
-            plan = build_neighbour_plan(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm,
-                                        x.cache)
-            x.cache[key] = plan
-        padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
-        cols = padded.index_select(0, plan.rows).view(-1, k * k * cin)
+    if gather_fits(x, k, subm):
+        cols, plan = gather_columns(x, k, stride, padding, subm)
         w2 = weight.reshape(cout, k * k * cin).t()
         out = torch.addmm(bias, cols, w2) if bias is not None else cols @ w2
         out_indices, out_shape = plan.out_indices, plan.out_shape
@@ -328,6 +320,49 @@ def torch_sparse_conv(x: SparseTensor, weight: Tensor, bias: Tensor | None, stri
         if bias is not None:
             out = out + bias
         out_indices, out_shape = rb.out_indices, rb.out_shape
+    return conv_output(x, out, out_indices, out_shape, k, stride, padding, subm)
+
+
+def gather_fits(x: SparseTensor, k: int, subm: bool) -> bool:
+    """Whether the gather-GEMM form's (P_out, k*k*Cin) column matrix stays under
+    :data:`GATHER_GEMM_MAX_ELEMS` (else the pair rulebook is used)."""
+    n_out_est = x.indices.shape[0] * (1 if subm else k * k)
+    return n_out_est * k * k * x.features.shape[1] <= GATHER_GEMM_MAX_ELEMS
+
+
+def gather_columns(x: SparseTensor, k: int, stride: int, padding: int, subm: bool, row_multiple: int = 1
+                   ) -> tuple[Tensor, NeighbourPlan]:
+    """The gather-GEMM form's columns ``(P_out, k*k*Cin)`` (row o = the features of output o's
+    k*k neighbours, tap-major, zeros where absent) and the neighbour plan (built once per site
+    set and conv geometry, cached on ``x``): ``conv = columns @ W.reshape(Cout, k*k*Cin).T``.
+    ``row_multiple`` > 1 appends zero rows up to the next multiple (kernels specialised per
+    shape, see ``front_end_infer``); rows past ``plan.out_indices`` are then not sites."""
+    key = ("nbr", k, stride, padding, subm)
+    plan = x.cache.get(key)
+    if plan is None:
+        plan = build_neighbour_plan(x.indices, x.spatial_shape, x.batch_size, k, stride, padding, subm,
+                                    x.cache)
+        x.cache[key] = plan
+    feats = x.features
+    cin = feats.shape[1]
+    rows = plan.rows
+    if row_multiple > 1:
+        n_out = plan.out_indices.shape[0]
+        extra = -n_out % row_multiple
+        if extra:
+            pkey = ("nbr_rows", k, stride, padding, subm, row_multiple)
+            rows = x.cache.get(pkey)
+            if rows is None:  # the extra rows read the zero row (index P_in)
+                rows = torch.cat((plan.rows, plan.rows.new_full((extra * k * k,), feats.shape[0])))
+                x.cache[pkey] = rows
+    padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
+    return padded.index_select(0, rows).view(-1, k * k * cin), plan
+
+
+def conv_output(x: SparseTensor, out: Tensor, out_indices: Tensor, out_shape: tuple[int, int], k: int,
+                stride: int, padding: int, subm: bool) -> SparseTensor:
+    """The sparse tensor of a conv's output features: the input's sites (and plan cache) for a
+    submanifold conv, else the strided output sites with one shared cache per frame."""
     if subm:
         return x.replace_features(out)
     cache = x.cache.setdefault(("out_cache", k, stride, padding), {})
