@@ -125,8 +125,10 @@ def test_onnxruntime_backend(small):
     print(f"ORT vs torch (12x12 lite) max |diff| {diff:.2e}")
     assert diff <= 1e-4
     assert _max_diff(out, backend.infer(torch.from_numpy(small.x))) == 0.0  # tensors accepted
-    with pytest.raises(ValueError, match=r"shape \(1, 48, 96, 96\), the model expects \(1, 48, 12, 12\)"):
-        backend.infer(np.zeros((1, 48, 96, 96), np.float32))
+    c4 = small.cfg.model.backbone_channels[3]
+    expected = rf"shape \(1, {c4}, 96, 96\), the model expects \(1, {c4}, 12, 12\)"
+    with pytest.raises(ValueError, match=expected):
+        backend.infer(np.zeros((1, c4, 96, 96), np.float32))
 
 
 def test_two_sessions_share_the_process(small):

@@ -50,7 +50,7 @@ def test_lite_export_single_file_checker_clean(lite):
     assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= MIN_OPSET
     assert [i.name for i in model.graph.input] == ["x_conv4"]
-    assert _dims(model.graph.input[0]) == list(input_shape(lite.cfg)) == [1, 48, 48, 48]
+    assert _dims(model.graph.input[0]) == list(input_shape(lite.cfg)) == [1, 32, 48, 48]
     names = [o.name for o in model.graph.output]
     assert names == head_output_names() and names[:2] == ["task0.hm", "task0.center"]
     assert {o.name: _dims(o) for o in model.graph.output} == output_shapes(lite.cfg)
@@ -72,7 +72,7 @@ def test_metadata_round_trip(lite):
 
 def test_onnxruntime_parity_lite(lite):
     inputs = synthetic_inputs(lite.model, 2)
-    assert inputs.shape == (2, 48, 48, 48) and (inputs != 0).any()
+    assert inputs.shape == (2, 32, 48, 48) and (inputs != 0).any()
     report = check_backends(lite.cfg, lite.model, inputs, onnx_path=lite.onnx)
     print(report.table())
     assert report.ok, report.table()
@@ -170,6 +170,6 @@ def test_check_cli_and_recorded_inputs(lite, tmp_path, capsys):
     out = capsys.readouterr().out
     print(out)
     assert rc == 0 and "| onnxruntime-cpu | fp32 |" in out and "PASS" in out and "skipped" in out
-    assert load_inputs(saved, lite.cfg).shape == (1, 48, 48, 48)
+    assert load_inputs(saved, lite.cfg).shape == (1, 32, 48, 48)
     with pytest.raises(ValueError, match="expects"):
         load_inputs(saved, load_config("paper"))

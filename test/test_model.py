@@ -103,7 +103,7 @@ def test_head_contract_names_and_init(lite: Config) -> None:
     for th in m.dense.head.task_heads:
         bias = th.outputs["hm"].bias
         torch.testing.assert_close(bias, torch.full_like(bias, HM_BIAS_INIT))
-    x4 = torch.randn(1, 48, 16, 16)
+    x4 = torch.randn(1, lite.model.backbone_channels[3], 16, 16)
     with torch.no_grad():
         flat = FlatDensePart(m.dense)(x4)
         head = m.dense(x4)
@@ -118,8 +118,9 @@ def test_lite_forward_backward(lite: Config) -> None:
     torch.manual_seed(0)
     m = build_model(lite, "radar").train()
     out = m(radar_points(400, 2, 13.5), 2)
-    assert out.x_conv4.shape == (2, 48, 12, 12)
-    assert out.aligned1.shape == out.aligned2.shape == (2, 48, 12, 12)
+    c4 = lite.model.backbone_channels[3]
+    assert out.x_conv4.shape == (2, c4, 12, 12)
+    assert out.aligned1.shape == out.aligned2.shape == (2, c4, 12, 12)
     assert out.high1.shape == out.high2.shape == (2, lite.model.dense_enc.channels, 12, 12)
     check_head(out.head, 2, (12, 12))
     loss = sum(v.square().mean() for t in out.head for v in t.values())
@@ -147,7 +148,7 @@ def test_teacher_is_same_class_without_cma(lite: Config) -> None:
 def test_x_conv5_comes_from_pre_cma_x_conv4(lite: Config) -> None:
     torch.manual_seed(0)
     d = build_model(lite, "radar").dense.eval()
-    x4 = torch.randn(1, 48, 16, 16)
+    x4 = torch.randn(1, lite.model.backbone_channels[3], 16, 16)
     with torch.no_grad():
         f = d.features(x4)
         h1 = d.dense_enc.deblock(d.dense_enc.block5(d.conv5(x4)))
@@ -201,7 +202,7 @@ def test_checkpoint_round_trip_and_refusals(lite: Config, tmp_path) -> None:
 
 def test_model_config_validation(lite: Config) -> None:
     d = lite.to_dict()
-    d["model"]["cma"]["channels"] = 32
+    d["model"]["cma"]["channels"] = lite.model.backbone_channels[3] + 8
     with pytest.raises(ConfigError, match=r"cma\.channels"):
         config_from_dict(d)
     d = lite.to_dict()

@@ -20,6 +20,7 @@ from export.tensorrt import (
     rebuild_reason,
 )
 from radardistill_ros.backends import BackendUnavailable, create_backend
+from radardistill_ros.backends.base import input_shape
 from radardistill_ros.backends.metadata import build_metadata, encode_metadata
 from radardistill_ros.backends.tensorrt_backend import (
     TRT_MISSING,
@@ -93,7 +94,7 @@ def test_ensure_engine_builds_reuses_and_rebuilds(tmp_path):
     r1 = ensure_engine(onnx_path, engine, fp16=True, workspace_mb=256, env=ENV, build_fn=fake_build,
                        log=logs.append)
     assert r1.rebuilt and r1.reason == "no engine file" and engine.read_bytes() == b"engine-1"
-    assert calls == [({"x_conv4": [1, 48, 48, 48]}, True, 256)]
+    assert calls == [({"x_conv4": [1, 32, 48, 48]}, True, 256)]
     side = json.loads(sidecar_path(engine).read_text())
     assert side["key"]["precision"] == "fp16" and side["key"]["tensorrt_version"] == "10.3.0"
     assert side["onnx_metadata"]["config_digest"] == cfg.digest()
@@ -157,7 +158,7 @@ def test_tensorrt_build_and_run(tmp_path):
         backend = create_backend("tensorrt", cfg, onnx_path, device="cuda")
     except BackendUnavailable as e:
         pytest.skip(str(e))
-    x = np.random.default_rng(0).standard_normal((1, 48, 48, 48)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(input_shape(cfg)).astype(np.float32)
     ref = TorchBackend(model.dense, cfg).infer(x)
     out = backend.infer(x)
     assert max(float(np.abs(ref[t][k] - out[t][k]).max()) for t in range(len(ref)) for k in ref[t]) < 1e-3
