@@ -119,6 +119,31 @@ def test_strided_plan_by_hand(kernels: bool, monkeypatch: pytest.MonkeyPatch) ->
     assert torch.equal(plan.rows, rows.reshape(-1))
 
 
+def test_compiled_gather_and_reused_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gather_rows == index_select on the zero-padded features (rows == P read zeros); the
+    neighbour table kept between calls is left clean (a second, different site set is right)."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(5, 3, generator=g)
+    rows = torch.tensor([4, 0, 5, 2, 5, 1])
+    out = torch.full((6, 3), 7.0)
+    sp.sparse_plan_cpu.gather_rows(feats.numpy(), rows.numpy(), out.numpy())
+    assert torch.equal(out, torch.cat((feats, torch.zeros(1, 3))).index_select(0, rows))
+    a, b = random_sparse(shape=(17, 23), sites=140, seed=5), random_sparse(shape=(17, 23), sites=30, seed=6)
+    for x in (a, b, a):  # a then b then a again: no entry of an earlier call leaks into the next
+        got = sp.build_neighbour_plan(x.indices, x.spatial_shape, 2, 3, 1, 1, True)
+        monkeypatch.setattr(sp, "CPU_PLAN_KERNELS", False)
+        ref = sp.build_neighbour_plan(x.indices, x.spatial_shape, 2, 3, 1, 1, True)
+        monkeypatch.setattr(sp, "CPU_PLAN_KERNELS", True)
+        assert torch.equal(got.rows, ref.rows)
+    # the conv's columns: compiled gather (no gradient) == the torch gather (with gradient)
+    x = random_sparse(shape=(17, 23), sites=60, seed=7)
+    cols, _ = sp.gather_columns(x, 3, 1, 1, True, row_multiple=8)
+    x.features.requires_grad_(True)
+    cols_grad, _ = sp.gather_columns(x, 3, 1, 1, True, row_multiple=8)
+    assert cols.shape == cols_grad.shape == (64, 36) and cols_grad.requires_grad
+    assert torch.equal(cols, cols_grad.detach()) and not cols[60:].any()
+
+
 def test_empty_and_isolated_sites() -> None:
     conv = SparseConv2d(2, 3, 3, 2, 1, subm=False)
     empty = SparseTensor(torch.zeros(0, 2), torch.zeros(0, 3, dtype=torch.int64), (8, 8), 1)

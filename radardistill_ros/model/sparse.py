@@ -355,6 +355,11 @@ def gather_columns(x: SparseTensor, k: int, stride: int, padding: int, subm: boo
             if rows is None:  # the extra rows read the zero row (index P_in)
                 rows = torch.cat((plan.rows, plan.rows.new_full((extra * k * k,), feats.shape[0])))
                 x.cache[pkey] = rows
+    if CPU_PLAN_KERNELS and feats.device.type == "cpu" and feats.dtype == torch.float32 \
+            and not (feats.requires_grad and torch.is_grad_enabled()):
+        cols = torch.empty(rows.shape[0], cin)  # compiled gather: no zero-row concatenation
+        sparse_plan_cpu.gather_rows(feats.detach().contiguous().numpy(), rows.numpy(), cols.numpy())
+        return cols.view(-1, k * k * cin), plan
     padded = torch.cat((feats, feats.new_zeros(1, cin)), dim=0)
     return padded.index_select(0, rows).view(-1, k * k * cin), plan
 
