@@ -56,7 +56,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_check_compatible,
 )
-from sensor_msgs.msg import PointCloud2, PointField
+from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import ColorRGBA, Float64
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
@@ -72,7 +72,7 @@ from radardistill_ros.pipeline import (
     cloud_to_radar_points,
     transform_error_reason,
 )
-from radardistill_ros.pointcloud import PointCloudError, make_pointcloud2_msg
+from radardistill_ros.pointcloud import PointCloudError, pointcloud2_cdr
 from radardistill_ros.sweeps import warm_up as warm_up_accumulation
 from radardistill_ros.tf_buffer import TransformBuffer, TransformError
 
@@ -613,14 +613,16 @@ class DetectorNode(Node):
                                      [names[i] for i in labels.tolist()], [str(i) for i in range(len(b))])
 
     def _velocity_msg(self, stamp_ns: int, boxes: np.ndarray, scores: np.ndarray,
-                      labels: np.ndarray) -> PointCloud2:
+                      labels: np.ndarray) -> bytes:
+        """The ``detections/velocities`` PointCloud2, serialised (``pointcloud2_cdr``: no message
+        objects on the worker)."""
         arr = np.zeros(len(boxes), VELOCITY_DTYPE)
         if len(boxes):
             for j, name in enumerate(("x", "y", "z")):
                 arr[name] = boxes[:, j]
             arr["vx"], arr["vy"] = boxes[:, 7], boxes[:, 8]
             arr["score"], arr["label"] = scores, labels
-        return make_pointcloud2_msg(arr, stamp_ns, self.params.output_frame, PointCloud2, PointField)
+        return pointcloud2_cdr(arr, stamp_ns, self.params.output_frame)
 
     def _markers_msg(self, stamp: Any, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
                      labels: np.ndarray) -> MarkerArray:

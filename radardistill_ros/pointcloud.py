@@ -25,6 +25,7 @@ import array
 import dataclasses
 import functools
 import itertools
+import struct
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -306,6 +307,46 @@ def encode_cloud(arr: np.ndarray) -> tuple[list[Field], bytes, int]:
     return fields, data, point_step
 
 
+def _is_dense(arr: np.ndarray) -> bool:
+    """True iff every float field value of ``arr`` is finite (PointCloud2's ``is_dense``)."""
+    return all(np.isfinite(arr[name]).all() for name in arr.dtype.names
+               if np.dtype(arr.dtype.fields[name][0].base).kind == "f")
+
+
+def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
+                    is_dense: bool | None = None) -> bytes:
+    """The serialised sensor_msgs/PointCloud2 (plain CDR, little endian, as rmw and rosbag2 store
+    it) of ``arr``: the bytes ``make_pointcloud2_msg`` + a serialiser give, without building
+    message objects (the node publishes its per-frame velocity cloud as these bytes). Layout:
+    Header, height, width, PointField[] (name, offset, datatype, count), is_bigendian,
+    point_step, row_step, uint8[] data, is_dense; see ``detection_cdr`` for the encoding rules."""
+    from radardistill_ros.detection_cdr import ENCAPSULATION_CDR_LE, cdr_string, header_cdr
+
+    fields, data, point_step = encode_cloud(arr)
+    n = int(arr.shape[0])
+    dense = _is_dense(arr) if is_dense is None else bool(is_dense)
+    buf = bytearray(ENCAPSULATION_CDR_LE)
+    buf += header_cdr(header_stamp_ns, frame_id)
+    buf += b"\x00" * (-(len(buf) - 4) % 4)
+    buf += _CDR_HEADER_DIMS.pack(1, n, len(fields))
+    for f in fields:
+        buf += b"\x00" * (-(len(buf) - 4) % 4)
+        buf += cdr_string(f.name)
+        buf += b"\x00" * (-(len(buf) - 4) % 4)
+        buf += _CDR_FIELD.pack(f.offset, f.datatype, f.count)
+    buf += b"\x00"                                               # is_bigendian
+    buf += b"\x00" * (-(len(buf) - 4) % 4)
+    buf += _CDR_STEPS.pack(point_step, point_step * n, len(data))
+    buf += data
+    buf += b"\x01" if dense else b"\x00"
+    return bytes(buf)
+
+
+_CDR_HEADER_DIMS = struct.Struct("<III")   # height, width, number of fields
+_CDR_FIELD = struct.Struct("<IBxxxI")      # offset, datatype, (padding), count
+_CDR_STEPS = struct.Struct("<III")         # point_step, row_step, data length
+
+
 def _sibling_type(cls: type, field_name: str) -> type:
     """Class of field ``field_name`` of a rosbags dataclass message type (same generated module)."""
     ftype = {f.name: f.type for f in dataclasses.fields(cls)}[field_name]
@@ -329,8 +370,7 @@ def make_pointcloud2_msg(arr: np.ndarray, header_stamp_ns: int, frame_id: str, m
     fields, data, point_step = encode_cloud(arr)
     n = int(arr.shape[0])
     if is_dense is None:
-        is_dense = all(np.isfinite(arr[name]).all() for name in arr.dtype.names
-                       if np.dtype(arr.dtype.fields[name][0].base).kind == "f")
+        is_dense = _is_dense(arr)
     sec, nanosec = divmod(int(header_stamp_ns), 1_000_000_000)
     pfields = [field_cls(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in fields]
     if dataclasses.is_dataclass(msg_cls):  # rosbags: all fields positional/keyword, data uint8 ndarray
