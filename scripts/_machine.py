@@ -44,6 +44,20 @@ def process_faults(pid: int) -> tuple[int, float]:
         return 0, 0.0
 
 
+def process_memory_mib(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) memory of process ``pid`` [MiB] from /proc/<pid>/status
+    (VmRSS, VmHWM); (0, 0) where unreadable."""
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds of process ``pid`` (all threads); 0 where unreadable."""
     try:

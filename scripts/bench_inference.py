@@ -126,8 +126,9 @@ def bench_variant(name: str, frames: int, threads: int, pool: int, warmup: int, 
     clouds = [torch.from_numpy(synthetic_radar_points(1000 + i, returns_per_sweep=returns_per_sweep))
               for i in range(pool)]
     fe = fold_front_end(model.front_end)  # batch norms folded
-    if front_end == "inference":  # what RadarDetector (the node) runs on CPU
+    if front_end == "inference":  # what RadarDetector (the node) runs on CPU, warmed up as there
         fe = InferenceFrontEnd(fe)
+        fe.warm_up()
     ny, nx = cfg.grid.pillar_grid[1], cfg.grid.pillar_grid[0]
 
     def pillars_of(pts: torch.Tensor):

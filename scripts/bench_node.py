@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import cpu_jiffies, process_cpu_s, process_faults, steal_share, thread_cpu_s
+from _machine import cpu_jiffies, process_cpu_s, process_faults, process_memory_mib, steal_share, thread_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         node_threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu_s(proc.pid).items()}
         bench_cpu = time.process_time() - cpu0[1]
         steal = steal_share(jiffies0, cpu_jiffies())
+        node_rss, node_peak = process_memory_mib(proc.pid)
     finally:
         status = stop_process(proc)
     if status not in (0, None):
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                                "node_by_thread": {k: v * 1e3 / max(len(sent), 1) for k, v in
                                                   sorted(node_threads.items(), key=lambda kv: -kv[1])}},
         "node_minor_faults_per_trigger": node_faults[0] / max(len(sent), 1),
+        "node_memory_mib": {"resident": node_rss, "peak_resident": node_peak},
         "end_to_end_ms": _stats(e2e),
         "node_overhead_ms": _stats(overhead),
         "stages_ms": {k: _stats([s[k] for s in st]) for k in
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "
           "thread: " + ", ".join(f"{k} {v:.1f}" for k, v in list(cpu["node_by_thread"].items())[:6]))
     print(f"node: {result['node_minor_faults_per_trigger']:.0f} minor page faults and "
-          f"{cpu['node_system']:.1f} ms system CPU time per trigger")
+          f"{cpu['node_system']:.1f} ms system CPU time per trigger; resident memory {node_rss:.0f} MiB "
+          f"(peak {node_peak:.0f} MiB)")
     print(f"{'metric [ms]':<34}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     rows = [("end-to-end (publish -> receive)", result["end_to_end_ms"]),
             ("node overhead (in+acc+out)", result["node_overhead_ms"])]
