@@ -55,7 +55,7 @@ def quat_to_rot(q: np.ndarray) -> np.ndarray:
     quaternion is computed in scalar float arithmetic (same formula; ~10x fewer numpy calls: the
     TF buffer converts one per link and lookup).
     """
-    if len(q) == 4 and np.ndim(q) == 1:
+    if np.ndim(q) == 1 and len(q) == 4:
         w, x, y, z = (float(v) for v in q)
         n = math.sqrt(w * w + x * x + y * y + z * z)
         if n == 0.0 or not math.isfinite(n):
