@@ -72,9 +72,9 @@ from radardistill_ros.pipeline import (
     cloud_to_radar_points,
     transform_error_reason,
 )
-from radardistill_ros.pointcloud import PointCloudError, pointcloud2_cdr
+from radardistill_ros.pointcloud import PointCloudError, parse_pointcloud2_cdr, pointcloud2_cdr
 from radardistill_ros.sweeps import warm_up as warm_up_accumulation
-from radardistill_ros.tf_buffer import TransformBuffer, TransformError
+from radardistill_ros.tf_buffer import TransformBuffer, TransformError, TransformRecord, parse_tf_message_cdr
 
 NODE_NAME = "radardistill_detector"
 #: Python thread switch interval of the node process [s] (default 5 ms). The inference worker
@@ -125,9 +125,12 @@ PARAMETERS: tuple[tuple[str, Parameter.Type, str], ...] = (
     ("diagnostics_period", _T.DOUBLE, "Period of /diagnostics [s] (> 0)."),
     ("marker_score_threshold", _T.DOUBLE, "Only detections at or above this score get RViz markers."),
     ("warn_throttle_period", _T.DOUBLE, "Minimum time between repeated warnings of one kind [s] (>= 0)."),
+    ("executor", _T.STRING, "Executor of the subscription callbacks: events (rclpy's C++ EventsExecutor, "
+     "least CPU per message) | single_threaded (rclpy's Python SingleThreadedExecutor)."),
 )
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+EXECUTORS = ("events", "single_threaded")
 RELIABILITIES = ("best_effort", "reliable")
 #: Colours (r, g, b) of the RViz markers per class, in CLASS_NAMES order.
 CLASS_COLORS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.55, 0.34, 0.29), (0.84, 0.15, 0.16),
@@ -174,6 +177,7 @@ class NodeParams:
     diagnostics_period: float
     marker_score_threshold: float
     warn_throttle_period: float
+    executor: str
 
 
 def resolve_path(value: str) -> Path:
@@ -240,6 +244,7 @@ def validate_params(values: dict[str, Any]) -> NodeParams:
     need(v["diagnostics_period"] > 0.0, "diagnostics_period", "must be > 0")
     need(0.0 <= v["marker_score_threshold"] <= 1.0, "marker_score_threshold", "must be in [0, 1]")
     need(v["warn_throttle_period"] >= 0.0, "warn_throttle_period", "must be >= 0")
+    need(v["executor"] in EXECUTORS, "executor", f"must be one of {EXECUTORS}")
     v["model_path"], v["checkpoint_path"] = str(mp), str(cp)
     v["class_names"], v["radar_topics"] = tuple(v["class_names"]), tuple(topics)
     return NodeParams(**{k: v[k] for k in NodeParams.__dataclass_fields__})
@@ -259,10 +264,6 @@ def _blame(exc: Exception, p: NodeParams) -> str:
     return "model_path" if p.model_path != p.checkpoint_path and p.backend != "torch" else "checkpoint_path"
 
 
-def _stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, float), q)) if len(values) else float("nan")
 
@@ -274,7 +275,8 @@ class _Counters:
         self._lock = threading.Lock()
         self.values: dict[str, int] = {k: 0 for k in (
             "clouds_in", "triggers", "answered", "dropped", "rejected", "empty_clouds",
-            "nonfinite_points", "tf_messages", "time_jumps", "stale_after_jump", "sweeps_tf_failed")}
+            "nonfinite_points", "tf_messages", "tf_rejected", "time_jumps", "stale_after_jump",
+            "sweeps_tf_failed")}
         self.rejects: dict[str, int] = {k: 0 for k in REJECT_REASONS}
 
     def add(self, key: str, n: int = 1) -> None:
@@ -326,7 +328,7 @@ class DetectorNode(Node):
         warm_up_accumulation()
 
         self.tf = TransformBuffer(cache_time=p.tf_cache_time)
-        self._static_tf: list[Any] = []
+        self._static_tf: list[list[TransformRecord]] = []  # the last /tf_static messages
         self.assembler = SweepAssembler(self.tf, p.fixed_frame, p.base_frame, self.num_sweeps,
                                         p.max_sweep_age, source_order=p.radar_topics)
         self._state_lock = threading.Lock()
@@ -377,18 +379,22 @@ class DetectorNode(Node):
         self._incompatible: dict[tuple[str, tuple[int, ...]], str] = {}
 
         def subscribe(msg_type: type, topic: str, callback: Any, qos: QoSProfile) -> None:
-            # No QoS event handlers on the inputs either: the executor adds each handler to its
-            # wait set in Python on every wake-up (~11 per radar frame); without the inputs' 16
-            # handlers its thread took ~9.5 instead of ~12.3 ms CPU per frame (docs/benchmarks.md).
+            # Raw: the callback gets the serialised message (bytes) and reads only what it needs
+            # (parse_pointcloud2_cdr, parse_tf_message_cdr); rclpy building message objects was
+            # most of the executor thread's CPU (docs/benchmarks.md).
+            # No QoS event handlers on the inputs either: the Python executor adds each handler to
+            # its wait set on every wake-up (~11 per radar frame); without the inputs' 16 handlers
+            # its thread took ~9.5 instead of ~12.3 ms CPU per frame (docs/benchmarks.md).
             # Incompatible publishers are found from the ROS graph instead (_check_input_publishers).
-            self.create_subscription(msg_type, topic, callback, qos,
+            self.create_subscription(msg_type, topic, callback, qos, raw=True,
                                      event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
             self._inputs.append((topic, msg_type, qos))
 
         subscribe(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos)
         subscribe(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), tf_static_qos)
-        # the trigger topic is subscribed last: when several clouds are ready at once the executor
-        # serves subscriptions in creation order, so the sweeps that precede a trigger are stored first
+        # the trigger topic is subscribed last: when several clouds are ready at once the
+        # single-threaded executor serves subscriptions in creation order, so the sweeps that
+        # precede a trigger are stored first (the events executor serves them in arrival order)
         for topic in sorted(p.radar_topics, key=lambda t: t == p.trigger_topic):
             subscribe(PointCloud2, topic, lambda m, t=topic: self._on_cloud(m, t), in_qos)
         # steady clock: diagnostics keep coming with use_sim_time and no /clock
@@ -454,38 +460,49 @@ class DetectorNode(Node):
             self.counters.add("time_jumps")
             self.assembler.clear()
             self.tf.clear()
-            for msg in self._static_tf:
-                self.tf.add_tf_message(msg, static=True)
+            for records in self._static_tf:
+                for rec in records:
+                    self.tf.set_transform(*rec, static=True)
             self.get_logger().warning(f"time jumped backwards from {newest * 1e-9:.6f} s to "
                                       f"{stamp_ns * 1e-9:.6f} s: cleared sweeps and dynamic transforms")
         return True
 
-    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+    def _on_tf(self, raw: bytes, static: bool) -> None:
+        """A serialised tf2_msgs/TFMessage from /tf or /tf_static."""
         self.counters.add("tf_messages")
-        if msg.transforms and not static and not self._observe_stamp(
-                max(_stamp_ns(t.header.stamp) for t in msg.transforms)):
+        topic = "/tf_static" if static else "/tf"
+        try:
+            records = parse_tf_message_cdr(raw)
+        except TransformError as exc:
+            self.counters.add("tf_rejected")
+            self._warn(f"ignored a message on {topic}: {exc}")
+            return
+        if records and not static and not self._observe_stamp(max(r.stamp_ns for r in records)):
             return
         if static:
-            self._static_tf.append(msg)
+            self._static_tf.append(records)
             del self._static_tf[:-64]
-        for ts in msg.transforms:
+        for rec in records:
             try:
-                self.tf.add_transform_stamped(ts, static)
+                self.tf.set_transform(*rec, static=static)
             except (TransformError, ValueError) as exc:
-                self._warn(f"ignored a transform on {'/tf_static' if static else '/tf'}: {exc}")
+                self.counters.add("tf_rejected")
+                self._warn(f"ignored a transform on {topic}: {exc}")
 
-    def _on_cloud(self, msg: PointCloud2, topic: str) -> None:
+    def _on_cloud(self, raw: bytes, topic: str) -> None:
+        """A serialised sensor_msgs/PointCloud2 from a radar topic."""
         t_recv = time.monotonic()
         self.counters.add("clouds_in")
-        stamp = _stamp_ns(msg.header.stamp)
         try:
-            points, n_bad = cloud_to_radar_points(msg, self.params.max_points_per_cloud)
+            cloud = parse_pointcloud2_cdr(raw)
+            points, n_bad = cloud_to_radar_points(cloud, self.params.max_points_per_cloud)
         except PointCloudError as exc:
             self.counters.reject("malformed")
             self._warn(f"rejected a cloud on {topic}: {exc}")
             return
-        frame_id = msg.header.frame_id.lstrip("/")
-        if frame_id not in self.tf.frames():
+        stamp = cloud.stamp_ns
+        frame_id = cloud.frame_id.lstrip("/")
+        if not self.tf.has_frame(frame_id):
             self.counters.reject("unknown_frame")
             self._warn(f"rejected a cloud on {topic}: frame {frame_id!r} is not in the transform tree "
                        f"(/tf, /tf_static)")
@@ -758,6 +775,29 @@ def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np
     return out.astype(np.float32), quats
 
 
+def spin(node: Node, kind: str) -> None:
+    """Serve ``node``'s callbacks on this thread until the context shuts down (raises
+    ExternalShutdownException then). ``kind`` ``events``: rclpy's C++ EventsExecutor, which
+    took 68 instead of 341 us of the thread's CPU per raw message (docs/benchmarks.md);
+    ``single_threaded``: the Python SingleThreadedExecutor."""
+    if kind == "single_threaded":
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+        return
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError as exc:
+        raise ParameterError(f"executor: 'events' needs rclpy.experimental.EventsExecutor, which this rclpy "
+                             f"lacks ({exc}); set executor to single_threaded") from None
+    executor = EventsExecutor()
+    executor.add_node(node)
+    # rclpy 7.1.5's EventsExecutor.spin() loops at 100 % CPU without running timers and does not
+    # return on shutdown; spin_once serves one event at a time and releases the GIL while waiting.
+    while rclpy.ok(context=node.context):
+        executor.spin_once(timeout_sec=0.5)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point (console script ``detector_node``); returns the exit status (2: bad parameters)."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
@@ -768,9 +808,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         node = DetectorNode()
         node.get_logger().info(malloc_msg)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        spin(node, node.params.executor)
     except ParameterError as exc:
         print(f"[{NODE_NAME}] FATAL: invalid parameter {exc}", file=sys.stderr, flush=True)
         status = 2

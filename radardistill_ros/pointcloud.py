@@ -32,9 +32,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from radardistill_ros.cdr import ENCAPSULATION_CDR_LE, CdrError, CdrReader, cdr_string, header_cdr
+
 __all__ = [
     "DATATYPES",
     "DEFAULT_MAX_POINTS",
+    "CloudParts",
     "FeatureArray",
     "Field",
     "PointCloudError",
@@ -46,6 +49,8 @@ __all__ = [
     "fields_from_dtype",
     "layout_dtype",
     "make_pointcloud2_msg",
+    "parse_pointcloud2_cdr",
+    "pointcloud2_cdr",
     "read_pcd",
     "to_feature_array",
 ]
@@ -319,9 +324,7 @@ def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
     it) of ``arr``: the bytes ``make_pointcloud2_msg`` + a serialiser give, without building
     message objects (the node publishes its per-frame velocity cloud as these bytes). Layout:
     Header, height, width, PointField[] (name, offset, datatype, count), is_bigendian,
-    point_step, row_step, uint8[] data, is_dense; see ``detection_cdr`` for the encoding rules."""
-    from radardistill_ros.detection_cdr import ENCAPSULATION_CDR_LE, cdr_string, header_cdr
-
+    point_step, row_step, uint8[] data, is_dense; see :mod:`radardistill_ros.cdr` for the encoding rules."""
     fields, data, point_step = encode_cloud(arr)
     n = int(arr.shape[0])
     dense = _is_dense(arr) if is_dense is None else bool(is_dense)
@@ -345,6 +348,66 @@ def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
 _CDR_HEADER_DIMS = struct.Struct("<III")   # height, width, number of fields
 _CDR_FIELD = struct.Struct("<IBxxxI")      # offset, datatype, (padding), count
 _CDR_STEPS = struct.Struct("<III")         # point_step, row_step, data length
+
+
+class CloudParts(NamedTuple):
+    """The parts of a serialised sensor_msgs/PointCloud2 (:func:`parse_pointcloud2_cdr`); it has
+    the message's attribute names, so :func:`decode_pointcloud2` decodes it like a message.
+    ``data`` is a view into the serialised bytes."""
+
+    stamp_ns: int
+    frame_id: str
+    height: int
+    width: int
+    fields: tuple[Field, ...]
+    is_bigendian: bool
+    point_step: int
+    row_step: int
+    data: memoryview
+    is_dense: bool
+
+
+#: recently seen PointField sections of serialised clouds -> their fields (a sensor sends the
+#: same layout in every message: one bytes comparison instead of parsing ~18 fields)
+_FIELD_SECTIONS: dict[bytes, tuple[Field, ...]] = {}
+_FIELD_SECTIONS_MAX = 16
+
+
+def parse_pointcloud2_cdr(raw: bytes) -> CloudParts:
+    """Read a serialised sensor_msgs/PointCloud2 (plain CDR, either byte order) without building
+    message objects. Raises :class:`PointCloudError` for bytes that do not hold one (truncated,
+    corrupt counts or strings, unknown encapsulation); the parts themselves are checked by
+    :func:`decode_cloud`."""
+    try:
+        r = CdrReader(raw, "PointCloud2")
+        stamp_ns, frame_id = r.header()
+        height, width = r.u32(), r.u32()
+        start = r.pos
+        fields = None
+        for section, cached in list(_FIELD_SECTIONS.items()):
+            if r.raw.startswith(section, start):
+                fields, r.pos = cached, start + len(section)
+                break
+        if fields is None:
+            n = r.sequence_length(12)  # a field is >= 12 bytes: name length, offset, datatype, count
+            parsed = []
+            for _ in range(n):
+                name = r.string()
+                offset = r.u32()
+                datatype = r.u8()
+                parsed.append(Field(name, offset, datatype, r.u32()))
+            fields = tuple(parsed)
+            if len(_FIELD_SECTIONS) >= _FIELD_SECTIONS_MAX:
+                _FIELD_SECTIONS.pop(next(iter(_FIELD_SECTIONS)))
+            _FIELD_SECTIONS[bytes(r.raw[start:r.pos])] = fields
+        is_bigendian = bool(r.u8())
+        point_step, row_step = r.u32(), r.u32()
+        data = r.byte_sequence()
+        is_dense = bool(r.u8())
+    except CdrError as exc:
+        raise PointCloudError(f"not a serialised PointCloud2: {exc}") from None
+    return CloudParts(stamp_ns, frame_id, height, width, fields, is_bigendian, point_step, row_step, data,
+                      is_dense)
 
 
 def _sibling_type(cls: type, field_name: str) -> type:

@@ -29,10 +29,11 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from radardistill_ros.cdr import CdrError, CdrReader
 from radardistill_ros.geometry import invert_transform, make_transform, quat_to_rot
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
     "ExtrapolationError",
     "TransformBuffer",
     "TransformError",
+    "TransformRecord",
     "UnknownFrameError",
+    "parse_tf_message_cdr",
     "slerp_xyzw",
     "stamp_to_ns",
 ]
@@ -75,17 +78,53 @@ def stamp_to_ns(stamp: Any) -> int:
     raise TypeError(f"cannot read a time from {stamp!r} (int ns, float s or Time with sec/nanosec)")
 
 
+class TransformRecord(NamedTuple):
+    """One geometry_msgs/TransformStamped: the pose of ``child`` in ``parent`` at ``stamp_ns``
+    [ns], ``translation`` (x, y, z) [m], ``rotation_xyzw`` a quaternion in ROS order (the
+    arguments of :meth:`TransformBuffer.set_transform`)."""
+
+    parent: str
+    child: str
+    stamp_ns: int
+    translation: tuple[float, float, float]
+    rotation_xyzw: tuple[float, float, float, float]
+
+
+def parse_tf_message_cdr(raw: bytes) -> list[TransformRecord]:
+    """The transforms of a serialised tf2_msgs/TFMessage (plain CDR, either byte order), without
+    building message objects. Raises :class:`TransformError` for bytes that do not hold one."""
+    try:
+        r = CdrReader(raw, "TFMessage")
+        # a TransformStamped is >= 8 (stamp) + 4 + 4 (two strings) + 56 (7 float64) bytes
+        out = []
+        for _ in range(r.sequence_length(72)):
+            stamp_ns, parent = r.header()
+            child = r.string()
+            out.append(TransformRecord(parent, child, stamp_ns, r.f64x3(), r.f64x4()))
+    except CdrError as exc:
+        raise TransformError(f"not a serialised TFMessage: {exc}") from None
+    return out
+
+
 def slerp_xyzw(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
     """Spherical linear interpolation of unit quaternions (x, y, z, w), shortest arc, alpha in [0, 1]."""
-    dot = float(np.dot(q0, q1))
+    return np.array(_slerp(tuple(map(float, q0)), tuple(map(float, q1)), float(alpha)))
+
+
+def _slerp(q0: tuple[float, ...], q1: tuple[float, ...], alpha: float) -> tuple[float, ...]:
+    """:func:`slerp_xyzw` on 4-tuples of floats (scalar arithmetic: the buffer interpolates one
+    link per lookup, where numpy's per-call cost was most of the time)."""
+    dot = sum(a * b for a, b in zip(q0, q1))
     if dot < 0.0:  # q and -q are the same rotation: take the short way round
-        q1, dot = -q1, -dot
+        q1, dot = tuple(-b for b in q1), -dot
     if dot > 0.9995:  # nearly parallel: normalised lerp is exact to float precision
-        q = q0 + alpha * (q1 - q0)
-        return q / np.linalg.norm(q)
+        q = tuple(a + alpha * (b - a) for a, b in zip(q0, q1))
+        n = math.sqrt(sum(v * v for v in q))
+        return tuple(v / n for v in q)
     theta = math.acos(min(dot, 1.0))
     s = math.sin(theta)
-    return (math.sin((1.0 - alpha) * theta) / s) * q0 + (math.sin(alpha * theta) / s) * q1
+    w0, w1 = math.sin((1.0 - alpha) * theta) / s, math.sin(alpha * theta) / s
+    return tuple(w0 * a + w1 * b for a, b in zip(q0, q1))
 
 
 def _norm_frame(frame: str) -> str:
@@ -97,19 +136,28 @@ def _norm_frame(frame: str) -> str:
 
 @dataclass
 class _Link:
-    """History of one child frame's pose in its parent frame (times sorted ascending, ns)."""
+    """History of one child frame's pose in its parent frame (times sorted ascending, ns);
+    a static link keeps its one matrix."""
 
     parent: str
     static: bool
     times: list[int] = field(default_factory=list)
-    translations: list[np.ndarray] = field(default_factory=list)
-    rotations: list[np.ndarray] = field(default_factory=list)  # (x, y, z, w), unit
+    translations: list[tuple[float, float, float]] = field(default_factory=list)
+    rotations: list[tuple[float, float, float, float]] = field(default_factory=list)  # (x, y, z, w), unit
+    matrix: np.ndarray | None = None
 
 
-def _matrix(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
+def _matrix(t: tuple[float, ...], q_xyzw: tuple[float, ...]) -> np.ndarray:
     """4x4 ``T_parent_from_child`` from a translation and a ROS-order quaternion."""
-    x, y, z, w = q_xyzw.tolist()
+    x, y, z, w = q_xyzw
     return make_transform(quat_to_rot((w, x, y, z)), t)
+
+
+def _floats(values: Any, n: int) -> tuple[float, ...]:
+    """``n`` floats from a tuple of floats (as parsed from CDR) or anything numpy reads."""
+    if type(values) is tuple and len(values) == n and all(type(v) is float for v in values):
+        return values
+    return tuple(np.asarray(values, dtype=np.float64).reshape(n).tolist())
 
 
 class TransformBuffer:
@@ -141,14 +189,13 @@ class TransformBuffer:
         parent, child = _norm_frame(parent), _norm_frame(child)
         if parent == child:
             raise TransformError(f"transform from {child!r} to itself")
-        t = np.asarray(translation, dtype=np.float64).reshape(3)
-        q = np.asarray(rotation_xyzw, dtype=np.float64).reshape(4)
-        if not (np.isfinite(t).all() and np.isfinite(q).all()):
+        t, q = _floats(translation, 3), _floats(rotation_xyzw, 4)
+        if not all(map(math.isfinite, t + q)):
             raise TransformError(f"non-finite transform {parent!r} -> {child!r}: t={t}, q={q}")
-        qn = math.sqrt(float(q @ q))
+        qn = math.sqrt(sum(v * v for v in q))
         if qn < 1e-9:
             raise TransformError(f"zero quaternion for {parent!r} -> {child!r}")
-        q = q / qn
+        q = tuple(v / qn for v in q)
         ns = stamp_to_ns(stamp)
         with self._lock:
             link = self._links.get(child)
@@ -156,6 +203,7 @@ class TransformBuffer:
                 link = self._links[child] = _Link(parent, static)
             if static:
                 link.times, link.translations, link.rotations = [ns], [t], [q]
+                link.matrix = _matrix(t, q)
                 return True
             if link.times and ns < link.times[-1] - self._cache_ns:
                 return False
@@ -197,6 +245,14 @@ class TransformBuffer:
         with self._lock:
             return set(self._links) | {link.parent for link in self._links.values()}
 
+    def has_frame(self, frame: str) -> bool:
+        """True when a transform names ``frame`` (leading ``/`` ignored) as parent or child."""
+        with self._lock:
+            return self._has_frame(str(frame).lstrip("/"))
+
+    def _has_frame(self, frame: str) -> bool:
+        return frame in self._links or any(link.parent == frame for link in self._links.values())
+
     def parent_of(self, frame: str) -> str | None:
         """Parent frame id of ``frame`` (None for a root or unknown frame)."""
         with self._lock:
@@ -216,9 +272,9 @@ class TransformBuffer:
 
     def _path(self, target: str, source: str) -> tuple[list[str], list[str]]:
         """Frames whose links lead from source up to the common ancestor, and from target up to it."""
-        known = set(self._links) | {link.parent for link in self._links.values()}
-        unknown = [f for f in (target, source) if f not in known]
-        if unknown:
+        if not (self._has_frame(target) and self._has_frame(source)):
+            known = set(self._links) | {link.parent for link in self._links.values()}
+            unknown = [f for f in (target, source) if f not in known]
             raise UnknownFrameError(
                 f"frame(s) {unknown} do not exist in the buffer; known frames: {sorted(known)}")
         up_s, up_t = self._chain(source), self._chain(target)
@@ -236,7 +292,9 @@ class TransformBuffer:
 
     def _link_matrix(self, child: str, ns: int | None) -> np.ndarray:
         link = self._links[child]
-        if link.static or ns is None:
+        if link.matrix is not None:
+            return link.matrix
+        if ns is None:
             return _matrix(link.translations[-1], link.rotations[-1])
         times = link.times
         i = bisect.bisect_left(times, ns)
@@ -254,8 +312,9 @@ class TransformBuffer:
                 f"{times[-1] / NS_PER_S:.9f}] s, tolerance {self._tol_ns / NS_PER_S:.6f} s")
         t0, t1 = times[i - 1], times[i]
         alpha = (ns - t0) / (t1 - t0)
-        trans = (1.0 - alpha) * link.translations[i - 1] + alpha * link.translations[i]
-        return _matrix(trans, slerp_xyzw(link.rotations[i - 1], link.rotations[i], alpha))
+        trans = tuple((1.0 - alpha) * a + alpha * b
+                      for a, b in zip(link.translations[i - 1], link.translations[i]))
+        return _matrix(trans, _slerp(link.rotations[i - 1], link.rotations[i], alpha))
 
     def latest_common_time(self, target_frame: str, source_frame: str) -> int | None:
         """Newest time [ns] at which every dynamic link between the two frames has data; None when
@@ -294,7 +353,7 @@ class TransformBuffer:
         out = None
         for child in links:
             m = self._link_matrix(child, ns)
-            out = m if out is None else m @ out
+            out = m.copy() if out is None else m @ out  # (a static link's matrix is shared)
         return out
 
     def can_transform(self, target_frame: str, source_frame: str, time: Any = None) -> bool:

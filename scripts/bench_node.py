@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "points_per_frame": _stats([s["points"] for s in st]),
         "detections_per_frame": _stats([s["detections"] for s in st]),
         "targets": {"end_to_end_p99_ms": 60.0, "drops": 0, "node_overhead_p99_ms": 5.0},
+        # every frame's stage times [ms] (trigger stamp order), for finding what makes the tails
+        "per_frame_stages": st,
     }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nnode: {args.backend}, {args.threads} threads, cores {args.cores or 'any'}; "

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from radardistill_ros import ros_env  # noqa: F401  (makes the locally built interfaces importable)
-from radardistill_ros.detection_cdr import detection3d_array_cdr, header_cdr
+from radardistill_ros.cdr import header_cdr
+from radardistill_ros.detection_cdr import detection3d_array_cdr
 from radardistill_ros.geometry import quat_from_yaw
 from radardistill_ros.interfaces import jazzy_typestore
 

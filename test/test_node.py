@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def test_invalid_parameters_exit_nonzero_naming_the_parameter(tmp_path: Path, ti
         "trigger_topic": {"trigger_topic": "/radar/nowhere"},   # not one of radar_topics
         "score_treshold": {"score_treshold": 0.2},              # unknown key (typo)
         "model_config": {"model_config": "lite"},               # checkpoint trained with another config
+        "executor": {"executor": "multi_threaded"},             # not one of the executors
     }
     procs = {}
     for name, override in cases.items():
@@ -257,7 +259,12 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
         # over the limit without a multi-MB message: a 6.4 MB cloud once delayed the next /tf
         # past tf_timeout on a loaded CI machine (reliable DDS fragment repair), failing the test
         huge = np.zeros(6_000, good.dtype)
+        from rclpy.serialization import serialize_message
+        good_raw = bytes(serialize_message(cloud()))
         malformed = {
+            # the node takes its inputs raw: bytes no serialiser would write are rejected too
+            "truncated serialised message": good_raw[:200],
+            "foreign encapsulation": b"\x00\x07\x00\x00" + good_raw[4:],
             "missing field": cloud(no_vx),
             "unknown datatype": cloud(fields=[PointField(name=f.name, offset=f.offset,
                                                          datatype=(11 if f.name == "rcs" else f.datatype),
@@ -273,9 +280,14 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
             step()
             wait_answer(send(cloud()))
             step()
+        pubs["tf"].publish(b"\x00\x01\x00\x00" + struct.pack("<I", 10**6))  # a corrupt /tf message
+        step()
+        wait_answer(send(cloud()))
+        step()
         t_mark = time.time()
         c = counters_after(t_mark)
         assert int(c["rejected.malformed"]) == len(malformed), c
+        assert int(c["tf_rejected"]) == 1, c
 
         # valid but unusual clouds are answered
         # big-endian encoding of the same points: decoded by the flag, same detections
