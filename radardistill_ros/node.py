@@ -405,7 +405,7 @@ class DetectorNode(Node):
         self.get_logger().info(
             f"ready: config {cfg.name!r} (digest {cfg.digest()[:12]}), backend {self.detector.backend.name}, "
             f"{self.num_sweeps} sweeps x {len(p.radar_topics)} topics, trigger {p.trigger_topic}, "
-            f"frames {p.fixed_frame} -> {p.base_frame} -> {p.output_frame}")
+            f"frames {p.fixed_frame} -> {p.base_frame} -> {p.output_frame}, executor {p.executor}")
 
     # ------------------------------------------------------------------------------ parameters
     def _read_parameters(self) -> NodeParams:

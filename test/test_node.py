@@ -352,6 +352,44 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
     assert int(c["triggers"]) == int(c["answered"]) + int(c["dropped"]) + int(c["rejected"]) - before_trigger
 
 
+def test_single_threaded_executor_answers_and_shuts_down(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """``executor: single_threaded`` (rclpy's Python executor, for rclpy without EventsExecutor)
+    serves the same raw inputs; SIGINT ends it with status 0."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from radardistill_ros.pointcloud import make_pointcloud2_msg
+    from radardistill_ros.ros_client import spun_node
+
+    params = write_params(tmp_path / "params.yaml", model_path=str(tiny_ckpt), model_config="",
+                          radar_topics=[TRIGGER], trigger_topic=TRIGGER, num_sweeps=1, tf_timeout=2.0,
+                          input_reliability="reliable", executor="single_threaded")
+    log = tmp_path / "node.log"
+    node_proc = start_node(params, {}, log)
+    stamps = [1_700_000_000 * 1_000_000_000 + k * 80_000_000 for k in range(3)]
+    try:
+        with spun_node("single_threaded_executor_test") as node:
+            pubs = _publishers(node)
+            recorder = DetectionRecorder(node, "/detections")
+            pubs["static"].publish(tf_message(stamps[0], "base_link", "RADAR_FRONT", (3.4, 0.0, 0.5)))
+            deadline = time.monotonic() + 90.0
+            while pubs["cloud"].get_subscription_count() == 0 or recorder.publisher_count() == 0:
+                assert node_proc.poll() is None and time.monotonic() < deadline, _node_log(log)
+                time.sleep(0.1)
+            time.sleep(0.5)
+            for s in stamps:
+                pubs["tf"].publish(tf_message(s, "map", "base_link"))
+                cloud = radar_cloud_array(60, seed=s % 7)
+                pubs["cloud"].publish(make_pointcloud2_msg(cloud, s, "RADAR_FRONT", PointCloud2, PointField))
+                deadline = time.monotonic() + 30.0
+                while s not in recorder.frames_by_stamp:
+                    assert node_proc.poll() is None and time.monotonic() < deadline, _node_log(log)
+                    time.sleep(0.02)
+    finally:
+        status = stop_process(node_proc)
+    assert status == 0, _node_log(log)
+    assert "executor single_threaded" in log.read_text(errors="replace"), _node_log(log)
+
+
 # ---------------------------------------------------------------------------------- ROS-free parts
 def _valid_values(ckpt: Path) -> dict:
     import yaml
