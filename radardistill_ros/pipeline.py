@@ -369,8 +369,22 @@ class SweepAssembler:
         self._lock = threading.Lock()
 
     def add(self, sweep: RawSweep) -> None:
-        """Store a decoded sweep (poses are resolved at the next :meth:`assemble`)."""
+        """Store a decoded sweep. Its poses are looked up now when the buffer already has them
+        (that work then happens before the trigger, not on the detection's critical path: ~0.25
+        of ~0.9 ms of a frame's accumulation in the node); otherwise at the next
+        :meth:`assemble`. Either way a lookup only succeeds once the samples around the sweep's
+        stamp are buffered, so both give the same pose (as in a bag replay: exact-stamp poses)."""
+        try:
+            resolved = self._resolve(sweep)
+        except TransformError:
+            resolved = None
         with self._lock:
+            if resolved is not None:
+                try:
+                    self._resolved.add(resolved)
+                    return
+                except ValueError:  # left to assemble, which reports it as before
+                    pass
             self._pending.append(sweep)
             limit = 8 * (self.num_sweeps + 3)
             if len(self._pending) > limit:  # transforms missing for a long time: keep it bounded

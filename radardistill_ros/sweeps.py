@@ -38,6 +38,7 @@ now one.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -294,8 +295,7 @@ class SweepAccumulator:
         """
         clean, dropped = clean_sweep(sweep, self.kind)
         lst = self._sweeps.setdefault(clean.sensor, [])
-        times = [s.timestamp for s in lst]
-        i = int(np.searchsorted(times, clean.timestamp))
+        i = bisect.bisect_left(lst, clean.timestamp, key=lambda s: s.timestamp)
         if i < len(lst) and lst[i].timestamp == clean.timestamp:
             lst[i] = clean
         else:

@@ -455,3 +455,33 @@ def test_assembler_uses_sweeps_up_to_the_trigger_in_source_order() -> None:
     np.testing.assert_allclose(frame.points[:, 1], [0.0, 0.0, 2.0, 2.0], atol=1e-6)
     frame = asm.assemble(410_000_000)          # the 0.4 s sweep of /b is used now
     assert frame.num_sweeps == 4
+
+
+def test_assembler_resolves_sweeps_early_when_tf_has_them_with_the_same_result() -> None:
+    """A sweep whose poses are buffered is resolved in ``add`` (before the trigger); one whose ego
+    pose arrives later waits for ``assemble``; the frame is the same either way."""
+    from radardistill_ros.pipeline import RawSweep, SweepAssembler
+    from radardistill_ros.tf_buffer import TransformBuffer
+
+    def world(ego_first: bool) -> tuple:
+        tf = TransformBuffer(10.0)
+        tf.set_transform("base_link", "A", 0, (1.0, 0.5, 0.0), (0, 0, 0.2, 0.98), static=True)
+        asm = SweepAssembler(tf, "map", "base_link", num_sweeps=3, max_age=1.0, source_order=("/a",))
+        rng = np.random.default_rng(3)
+        for i in range(4):
+            stamp = i * 100_000_000
+            ego = ("map", "base_link", stamp, (i * 1.5, 0.1 * i, 0.0), (0, 0, 0.05 * i, 1.0))
+            pts = rng.normal(0, 10, (7, 6)).astype(np.float32)
+            if ego_first:
+                tf.set_transform(*ego)
+            asm.add(RawSweep("/a", "A", stamp, pts))
+            if not ego_first:
+                tf.set_transform(*ego)
+        pending = len(asm._pending)
+        return asm.assemble(300_000_000), pending
+
+    early, pending_early = world(ego_first=True)
+    late, pending_late = world(ego_first=False)
+    assert pending_early == 0 and pending_late == 4
+    assert early.num_sweeps == late.num_sweeps == 3 and not early.failures and not late.failures
+    np.testing.assert_array_equal(early.points, late.points)
