@@ -4,8 +4,11 @@ One writer for every Detection3DArray the package produces: the node's ``detecti
 (published as bytes: ``Publisher.publish`` accepts a serialised message) and the ground truth of
 converted bags (``BagWriter.write_raw``). Building ~80 rclpy message objects per frame and
 serialising them cost ~7 ms in Python (4.4 ms build + 2.9 ms serialise on the 2-core VM); this
-writes the same bytes in well under 1 ms: the numeric fields of every detection are one float64
-block from numpy, the variable parts (strings, padding) a few byte-string appends.
+writes the same bytes in ~0.05 ms for ~110 boxes: the numeric fields of every detection are one
+float64 block from numpy, the strings are encoded once (cached), and one compiled loop
+(:func:`_write`, GIL released) lays out headers, strings, padding and blocks. The Python loop of
+byte-string appends it replaced took 0.2-0.3 ms alone and ~0.4 ms in the node, where every
+Python step can wait for the GIL.
 
 Wire format: plain CDR (XCDR1) little endian (:mod:`radardistill_ros.cdr` states the rules);
 the 36 covariance values are a fixed array, so only their elements.
@@ -21,15 +24,14 @@ Layout written per detection (``vision_msgs`` 4.x, see shared/reference/interfac
 
 from __future__ import annotations
 
-import struct
+import functools
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
-from radardistill_ros.cdr import ENCAPSULATION_CDR_LE, cdr_string, header_cdr
+from radardistill_ros.cdr import cdr_string, header_cdr
 
-_U32 = struct.Struct("<I")
-_ONE = _U32.pack(1)
 #: float64 values per detection after its class_id: score, pose (3 + 4), covariance (36), bbox
 #: centre (3 + 4), bbox size (3)
 _BLOCK = 1 + 7 + 36 + 7 + 3
@@ -56,36 +58,69 @@ def detection3d_array_cdr(stamp_ns: int, frame_id: str, centres: np.ndarray, qua
     block[:, 1:4] = block[:, 44:47] = centres
     block[:, 4:8] = block[:, 47:51] = quats_xyzw
     block[:, 51:54] = sizes
-    rows = block.tobytes()
-    step = _BLOCK * 8
-    header = header_cdr(stamp_ns, frame_id)
-    # A record's bytes before its float64 block depend only on its class and on where the
-    # previous record ended (mod 8): built once per (class, phase), the loop only joins parts.
-    prefixes: dict[tuple[int, str], bytes] = {}
-    parts = [ENCAPSULATION_CDR_LE, header, b"\x00" * (-len(header) % 4), _U32.pack(k)]
-    phase = (len(header) + (-len(header) % 4) + 4) % 8     # offset mod 8 after the count
+    header = np.frombuffer(header_cdr(stamp_ns, frame_id), np.uint8)
+    classes = list(dict.fromkeys(class_ids))
+    cls_enc = [_encoded(c) for c in classes]
+    index = {c: j for j, c in enumerate(classes)}
+    id_enc = [_encoded(str(i)) for i in ids]
+    cls_table, cls_start = _table(cls_enc)
+    id_table, id_start = _table(id_enc)
+    longest = max((len(e) for e in cls_enc), default=0) + max((len(e) for e in id_enc), default=0)
+    out = np.zeros(4 + len(header) + 8 + k * (len(header) + longest + 4 + 14 + _BLOCK * 8), np.uint8)
+    labels = np.fromiter((index[c] for c in class_ids), np.int64, k)
+    end = _write(out, header, block.view(np.uint8).reshape(k, _BLOCK * 8), labels, cls_table, cls_start,
+                 id_table, id_start)
+    return out[:end].tobytes()
+
+
+#: encoded CDR strings of class names and detection ids (the same few hundred every frame)
+_encoded = functools.lru_cache(maxsize=4096)(cdr_string)
+
+
+def _table(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings concatenated (uint8) and their start offsets (len + 1, the last = total)."""
+    start = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(p) for p in parts], out=start[1:])
+    return np.frombuffer(b"".join(parts), np.uint8), start
+
+
+@numba.njit(cache=True, nogil=True)
+def _write(out: np.ndarray, header: np.ndarray, rows: np.ndarray, cls_index: np.ndarray,
+           cls_table: np.ndarray, cls_start: np.ndarray, id_table: np.ndarray, id_start: np.ndarray) -> int:
+    """The message into the zeroed ``out``: encapsulation, header, count, then per detection
+    (padding is skipped, left zero): header, results count 1, class string, float64 block
+    ``rows[i]`` (8-aligned), id string. Returns the message length."""
+    out[1] = 1                                             # 00 01 00 00: plain CDR, little endian
+    pos = 4
+    k = rows.shape[0]
+    out[pos:pos + header.shape[0]] = header
+    pos += header.shape[0]
+    pos += -(pos - 4) % 4
+    for b in range(4):
+        out[pos + b] = (k >> (8 * b)) & 0xFF
+    pos += 4
     for i in range(k):
-        cls = class_ids[i]
-        pre = prefixes.get((phase, cls))
-        if pre is None:
-            pre = prefixes[(phase, cls)] = _record_prefix(phase, header, cls)
-        parts.append(pre)
-        parts.append(rows[i * step:(i + 1) * step])                    # score .. bbox size (8-aligned)
-        ident = cdr_string(ids[i])                                     # 4-aligned after the float64s
-        parts.append(ident)
-        phase = len(ident) % 8
-    return b"".join(parts)
+        pos += -(pos - 4) % 4
+        out[pos:pos + header.shape[0]] = header
+        pos += header.shape[0]
+        pos += -(pos - 4) % 4
+        out[pos] = 1                                       # results: one hypothesis
+        pos += 4
+        c = cls_index[i]
+        n = cls_start[c + 1] - cls_start[c]
+        out[pos:pos + n] = cls_table[cls_start[c]:cls_start[c + 1]]
+        pos += n
+        pos += -(pos - 4) % 8
+        out[pos:pos + rows.shape[1]] = rows[i]
+        pos += rows.shape[1]
+        n = id_start[i + 1] - id_start[i]
+        out[pos:pos + n] = id_table[id_start[i]:id_start[i + 1]]
+        pos += n
+    return pos
 
 
-def _record_prefix(phase: int, header: bytes, class_id: str) -> bytes:
-    """A Detection3D's bytes from the end of the previous field (at offset ``phase`` mod 8) up to
-    its float64 block: padding, header, padding, the results count (one) and the class string,
-    padding to 8."""
-    buf = bytearray(b"\x00" * (-phase % 4))
-    buf += header
-    buf += b"\x00" * (-(phase + len(buf)) % 4)
-    buf += _ONE
-    buf += cdr_string(class_id)
-    buf += b"\x00" * (-(phase + len(buf)) % 8)
-    return bytes(buf)
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the writer, so that a node's first frame does not."""
+    detection3d_array_cdr(0, "warm_up", np.zeros((1, 3)), np.array([[0.0, 0.0, 0.0, 1.0]]), np.ones((1, 3)),
+                          np.zeros(1), ["car"], ["0"])
 

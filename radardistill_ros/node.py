@@ -63,6 +63,7 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import Marker, MarkerArray
 
 from radardistill_ros.detection_cdr import detection3d_array_cdr
+from radardistill_ros.detection_cdr import warm_up as warm_up_detection_cdr
 from radardistill_ros.geometry import quat_from_yaw, rot_to_quat, rotz, yaw_from_rot
 from radardistill_ros.malloc_tuning import retain_freed_memory
 from radardistill_ros.pipeline import (
@@ -326,6 +327,7 @@ class DetectorNode(Node):
         self.num_sweeps = p.num_sweeps or cfg.data.radar_sweeps
         self.detector.warm_up()
         warm_up_accumulation()
+        warm_up_detection_cdr()
 
         self.tf = TransformBuffer(cache_time=p.tf_cache_time)
         self._static_tf: list[list[TransformRecord]] = []  # the last /tf_static messages

@@ -282,7 +282,12 @@ def drop_nonfinite(features: FeatureArray | np.ndarray) -> tuple[np.ndarray, int
 
 def fields_from_dtype(dtype: Any) -> tuple[list[Field], int]:
     """PointFields (little-endian layout) and point_step for a structured dtype, offsets kept."""
-    dtype = np.dtype(dtype)
+    fields, step = _fields_from_dtype(np.dtype(dtype))
+    return list(fields), step
+
+
+@functools.lru_cache(maxsize=64)
+def _fields_from_dtype(dtype: np.dtype) -> tuple[tuple[Field, ...], int]:
     if not dtype.names:
         raise PointCloudError(f"need a structured dtype with named fields, got {dtype}")
     fields = []
@@ -295,7 +300,7 @@ def fields_from_dtype(dtype: Any) -> tuple[list[Field], int]:
                 f"field {name!r} has type {base} which PointField cannot carry "
                 "(int8/16/32, uint8/16/32, float32/64 only)")
         fields.append(Field(name, int(offset), _NUMPY_TO_DATATYPE[code], count))
-    return fields, dtype.itemsize
+    return tuple(fields), dtype.itemsize
 
 
 def encode_cloud(arr: np.ndarray) -> tuple[list[Field], bytes, int]:
