@@ -8,7 +8,9 @@ subscriptions, publishers and diagnostics live here; decoding, accumulation, inf
 decoding are :mod:`radardistill_ros.pipeline` (which chains ``pointcloud``, ``sweeps``,
 ``model``, ``backends`` and ``decode``, the same code the evaluation scores).
 
-Processing model. Subscription callbacks only decode a cloud and store it (cheap). A detection
+Processing model. Inputs are subscribed raw (serialised bytes, read by ``cdr``-based parsers) and
+served by rclpy's C++ EventsExecutor (parameter ``executor``). Subscription callbacks only decode
+a cloud, resolve its poses when TF already has them, and store it (cheap). A detection
 runs on a dedicated worker thread: a trigger (a message of ``trigger_topic``, or of any radar
 topic at most every ``trigger_min_period`` seconds) is put in a one-slot mailbox; the worker
 always takes the newest trigger, and a trigger replaced before the worker took it is counted as
