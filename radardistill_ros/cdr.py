@@ -20,7 +20,6 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "ENCAPSULATION_CDR_BE",
     "ENCAPSULATION_CDR_LE",
     "CdrError",
     "CdrReader",
@@ -29,7 +28,6 @@ __all__ = [
 ]
 
 ENCAPSULATION_CDR_LE = b"\x00\x01\x00\x00"
-ENCAPSULATION_CDR_BE = b"\x00\x00\x00\x00"
 _U32 = struct.Struct("<I")
 _STAMP = struct.Struct("<iI")
 
@@ -54,9 +52,9 @@ def header_cdr(stamp_ns: int, frame_id: str) -> bytes:
     return _STAMP.pack(sec, nsec) + cdr_string(frame_id)
 
 
-#: (uint32, int32 + uint32 stamp, uint32 x 3, float64 x 3, float64 x 4) per byte order
-_FORMATS = {order: (struct.Struct(order + "I"), struct.Struct(order + "iI"), struct.Struct(order + "III"),
-                    struct.Struct(order + "3d"), struct.Struct(order + "4d")) for order in "<>"}
+#: (uint32, int32 + uint32 stamp, float64 x 3, float64 x 4) per byte order
+_FORMATS = {order: (struct.Struct(order + "I"), struct.Struct(order + "iI"), struct.Struct(order + "3d"),
+                    struct.Struct(order + "4d")) for order in "<>"}
 
 
 class CdrReader:
@@ -67,7 +65,7 @@ class CdrReader:
     or a short result.
     """
 
-    __slots__ = ("_f3d", "_f4d", "_stamp", "_u32", "_u32x3", "order", "pos", "raw", "size")
+    __slots__ = ("_f3d", "_f4d", "_stamp", "_u32", "order", "pos", "raw", "size")
 
     def __init__(self, raw: bytes, what: str = "message") -> None:
         if not isinstance(raw, (bytes, bytearray)):
@@ -79,7 +77,7 @@ class CdrReader:
                            "(plain CDR only: 00 01 little endian, 00 00 big endian)")
         self.raw, self.size, self.pos = raw, len(raw), 4
         self.order = "<" if raw[1] == 1 else ">"
-        self._u32, self._stamp, self._u32x3, self._f3d, self._f4d = _FORMATS[self.order]
+        self._u32, self._stamp, self._f3d, self._f4d = _FORMATS[self.order]
 
     def _at(self, nbytes: int, align: int) -> int:
         """Offset of the next ``nbytes``-byte field aligned to ``align``; advances past it."""
@@ -95,9 +93,6 @@ class CdrReader:
 
     def u32(self) -> int:
         return self._u32.unpack_from(self.raw, self._at(4, 4))[0]
-
-    def u32x3(self) -> tuple[int, int, int]:
-        return self._u32x3.unpack_from(self.raw, self._at(12, 4))
 
     def f64x3(self) -> tuple[float, float, float]:
         return self._f3d.unpack_from(self.raw, self._at(24, 8))

@@ -372,9 +372,9 @@ class CloudParts(NamedTuple):
     is_dense: bool
 
 
-#: recently seen PointField sections of serialised clouds -> their fields (a sensor sends the
-#: same layout in every message: one bytes comparison instead of parsing ~18 fields)
-_FIELD_SECTIONS: dict[bytes, tuple[Field, ...]] = {}
+#: recently seen (byte order, PointField section bytes) of serialised clouds -> their fields (a
+#: sensor sends the same layout in every message: one bytes comparison instead of parsing ~18)
+_FIELD_SECTIONS: dict[tuple[str, bytes], tuple[Field, ...]] = {}
 _FIELD_SECTIONS_MAX = 16
 
 
@@ -389,8 +389,8 @@ def parse_pointcloud2_cdr(raw: bytes) -> CloudParts:
         height, width = r.u32(), r.u32()
         start = r.pos
         fields = None
-        for section, cached in list(_FIELD_SECTIONS.items()):
-            if r.raw.startswith(section, start):
+        for (order, section), cached in list(_FIELD_SECTIONS.items()):
+            if order == r.order and r.raw.startswith(section, start):
                 fields, r.pos = cached, start + len(section)
                 break
         if fields is None:
@@ -404,7 +404,7 @@ def parse_pointcloud2_cdr(raw: bytes) -> CloudParts:
             fields = tuple(parsed)
             if len(_FIELD_SECTIONS) >= _FIELD_SECTIONS_MAX:
                 _FIELD_SECTIONS.pop(next(iter(_FIELD_SECTIONS)))
-            _FIELD_SECTIONS[bytes(r.raw[start:r.pos])] = fields
+            _FIELD_SECTIONS[(r.order, bytes(r.raw[start:r.pos]))] = fields
         is_bigendian = bool(r.u8())
         point_step, row_step = r.u32(), r.u32()
         data = r.byte_sequence()
