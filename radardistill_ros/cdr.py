@@ -25,6 +25,7 @@ __all__ = [
     "CdrReader",
     "cdr_string",
     "header_cdr",
+    "stamp_parts",
 ]
 
 ENCAPSULATION_CDR_LE = b"\x00\x01\x00\x00"
@@ -44,12 +45,17 @@ def cdr_string(text: str) -> bytes:
     return _U32.pack(len(raw) + 1) + raw + b"\x00"
 
 
-def header_cdr(stamp_ns: int, frame_id: str) -> bytes:
-    """std_msgs/Header (builtin_interfaces/Time stamp, string frame_id); starts 4-aligned."""
+def stamp_parts(stamp_ns: int) -> tuple[int, int]:
+    """builtin_interfaces/Time ``(sec, nanosec)`` of a stamp [ns]; ValueError if sec is not int32."""
     sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
     if not -(1 << 31) <= sec < (1 << 31):
         raise ValueError(f"stamp {stamp_ns} ns does not fit builtin_interfaces/Time (int32 seconds)")
-    return _STAMP.pack(sec, nsec) + cdr_string(frame_id)
+    return sec, nsec
+
+
+def header_cdr(stamp_ns: int, frame_id: str) -> bytes:
+    """std_msgs/Header (builtin_interfaces/Time stamp, string frame_id); starts 4-aligned."""
+    return _STAMP.pack(*stamp_parts(stamp_ns)) + cdr_string(frame_id)
 
 
 #: (uint32, int32 + uint32 stamp, float64 x 3, float64 x 4) per byte order

@@ -401,14 +401,16 @@ class SweepAssembler:
         t_fixed_from_ego = self.tf.lookup(self.fixed_frame, self.base_frame, raw.stamp_ns)
         return Sweep(raw.points, ns_to_seconds(raw.stamp_ns), t_ego_from_sensor, t_fixed_from_ego, raw.source)
 
-    def assemble(self, t_ref_ns: int) -> AssembledFrame:
+    def assemble(self, t_ref_ns: int, t_fixed_from_ref: np.ndarray | None = None) -> AssembledFrame:
         """Points of the stored sweeps in ``base_frame`` at ``t_ref_ns``.
 
-        Raises :class:`TransformError` when the ego pose at ``t_ref_ns`` is unavailable (the
-        frame cannot be built); sweeps whose own transforms fail are dropped and counted in
-        ``failures``.
+        ``t_fixed_from_ref``: the ego pose at ``t_ref_ns`` if the caller has looked it up already
+        (the node waits for it), else it is looked up here. Raises :class:`TransformError` when
+        that pose is unavailable (the frame cannot be built); sweeps whose own transforms fail
+        are dropped and counted in ``failures``.
         """
-        t_fixed_from_ref = self.tf.lookup(self.fixed_frame, self.base_frame, int(t_ref_ns))
+        if t_fixed_from_ref is None:
+            t_fixed_from_ref = self.tf.lookup(self.fixed_frame, self.base_frame, int(t_ref_ns))
         t_ref = ns_to_seconds(t_ref_ns)
         failures: dict[str, int] = {}
         with self._lock:

@@ -319,38 +319,54 @@ def encode_cloud(arr: np.ndarray) -> tuple[list[Field], bytes, int]:
 
 def _is_dense(arr: np.ndarray) -> bool:
     """True iff every float field value of ``arr`` is finite (PointCloud2's ``is_dense``)."""
-    return all(np.isfinite(arr[name]).all() for name in arr.dtype.names
-               if np.dtype(arr.dtype.fields[name][0].base).kind == "f")
+    return all(np.isfinite(arr[name]).all() for name in _cloud_layout(arr.dtype).float_names)
+
+
+class _CloudLayout(NamedTuple):
+    """What a serialised cloud of one dtype repeats in every message: the little-endian dtype,
+    point_step, the float field names (``is_dense``) and the CDR bytes from the field count to
+    ``is_bigendian`` and its padding (4-aligned at both ends, so independent of the header)."""
+
+    little: np.dtype
+    point_step: int
+    float_names: tuple[str, ...]
+    fields_cdr: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _cloud_layout(dtype: np.dtype) -> _CloudLayout:
+    fields, point_step = _fields_from_dtype(dtype)
+    parts = [_U32.pack(len(fields))]
+    for f in fields:
+        name = cdr_string(f.name)
+        parts += [name, b"\x00" * (-len(name) % 4), _CDR_FIELD.pack(f.offset, f.datatype, f.count)]
+    parts.append(b"\x00\x00\x00\x00")                       # is_bigendian false, padding to 4
+    floats = tuple(n for n in dtype.names if np.dtype(dtype.fields[n][0].base).kind == "f")
+    return _CloudLayout(dtype.newbyteorder("<"), point_step, floats, b"".join(parts))
 
 
 def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
                     is_dense: bool | None = None) -> bytes:
     """The serialised sensor_msgs/PointCloud2 (plain CDR, little endian, as rmw and rosbag2 store
-    it) of ``arr``: the bytes ``make_pointcloud2_msg`` + a serialiser give, without building
-    message objects (the node publishes its per-frame velocity cloud as these bytes). Layout:
-    Header, height, width, PointField[] (name, offset, datatype, count), is_bigendian,
-    point_step, row_step, uint8[] data, is_dense; see :mod:`radardistill_ros.cdr` for the encoding rules."""
-    fields, data, point_step = encode_cloud(arr)
+    it) of a 1-D structured ``arr``: the bytes ``make_pointcloud2_msg`` + a serialiser give,
+    without building message objects (the node publishes its per-frame velocity cloud as these
+    bytes). Layout: Header, height, width, PointField[] (name, offset, datatype, count),
+    is_bigendian, point_step, row_step, uint8[] data, is_dense; see :mod:`radardistill_ros.cdr`
+    for the encoding rules. The field section is encoded once per dtype."""
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise PointCloudError(f"expected a 1-D structured array, got shape {arr.shape}")
+    layout = _cloud_layout(arr.dtype)
+    data = np.ascontiguousarray(arr.astype(layout.little, copy=False)).tobytes()
     n = int(arr.shape[0])
     dense = _is_dense(arr) if is_dense is None else bool(is_dense)
-    buf = bytearray(ENCAPSULATION_CDR_LE)
-    buf += header_cdr(header_stamp_ns, frame_id)
-    buf += b"\x00" * (-(len(buf) - 4) % 4)
-    buf += _CDR_HEADER_DIMS.pack(1, n, len(fields))
-    for f in fields:
-        buf += b"\x00" * (-(len(buf) - 4) % 4)
-        buf += cdr_string(f.name)
-        buf += b"\x00" * (-(len(buf) - 4) % 4)
-        buf += _CDR_FIELD.pack(f.offset, f.datatype, f.count)
-    buf += b"\x00"                                               # is_bigendian
-    buf += b"\x00" * (-(len(buf) - 4) % 4)
-    buf += _CDR_STEPS.pack(point_step, point_step * n, len(data))
-    buf += data
-    buf += b"\x01" if dense else b"\x00"
-    return bytes(buf)
+    header = header_cdr(header_stamp_ns, frame_id)
+    return b"".join((ENCAPSULATION_CDR_LE, header, b"\x00" * (-len(header) % 4), _U32.pack(1), _U32.pack(n),
+                     layout.fields_cdr, _CDR_STEPS.pack(layout.point_step, layout.point_step * n, len(data)),
+                     data, b"\x01" if dense else b"\x00"))
 
 
-_CDR_HEADER_DIMS = struct.Struct("<III")   # height, width, number of fields
+_U32 = struct.Struct("<I")
 _CDR_FIELD = struct.Struct("<IBxxxI")      # offset, datatype, (padding), count
 _CDR_STEPS = struct.Struct("<III")         # point_step, row_step, data length
 

@@ -185,17 +185,23 @@ def _radar_sweeps_to_ref(pts: np.ndarray, starts: np.ndarray, t_ref_from_global:
 
 
 def _radar_to_ref(sweeps: Sequence[Sweep], T_ref_from_global: np.ndarray, t_ref: float) -> np.ndarray:
-    """Radar sweeps -> ``(N, 6)`` float32 in the reference frame at ``t_ref`` (one kernel call)."""
-    for sw in sweeps:
-        if sw.points.ndim != 2 or sw.points.shape[1] < RADAR_WIDTH:
-            raise ValueError(f"radar sweep of {sw.sensor!r}: points must be (N, >={RADAR_WIDTH}), "
-                             f"got {sw.points.shape}")
+    """Radar sweeps -> ``(N, 6)`` float32 in the reference frame at ``t_ref`` (one kernel call;
+    the sweeps' rows are gathered by one ``concatenate`` when every sweep is ``(n, 6)`` float32,
+    as clean sweeps are)."""
     if not sweeps:
         return np.empty((0, RADAR_WIDTH), np.float32)
-    pts = np.concatenate([np.asarray(sw.points[:, :RADAR_WIDTH], np.float32) for sw in sweeps])
+    parts = [sw.points for sw in sweeps]
+    for sw, p in zip(sweeps, parts):
+        if p.ndim != 2 or p.shape[1] < RADAR_WIDTH:
+            raise ValueError(f"radar sweep of {sw.sensor!r}: points must be (N, >={RADAR_WIDTH}), "
+                             f"got {p.shape}")
+        if p.shape[1] != RADAR_WIDTH or p.dtype != np.float32:
+            parts = [np.asarray(q[:, :RADAR_WIDTH], np.float32) for q in parts]
+            break
+    pts = np.concatenate(parts)
     starts = np.zeros(len(sweeps) + 1, np.int64)
-    np.cumsum([len(sw.points) for sw in sweeps], out=starts[1:])
-    t_global_from_sensor = np.stack([sw.T_global_from_sensor for sw in sweeps])
+    np.cumsum([len(p) for p in parts], out=starts[1:])
+    t_global_from_sensor = np.array([sw.T_global_from_sensor for sw in sweeps], np.float64)
     dts = float(t_ref) - np.array([sw.timestamp for sw in sweeps], np.float64)
     out = np.empty((len(pts), RADAR_WIDTH), np.float32)
     t_ref_from_global = np.ascontiguousarray(T_ref_from_global, np.float64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -338,6 +339,8 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
         _node_log(log)
     assert int(c["incompatible_publishers"]) == 2, c
     assert "freed heap memory kept" in log.read_text(errors="replace"), _node_log(log)  # main() tuned malloc
+    frozen = re.search(r"gc: ([0-9]+) start-up objects frozen", log.read_text(errors="replace"))
+    assert frozen and int(frozen.group(1)) > 10_000, _node_log(log)  # main() froze the start-up objects
     assert int(c["rejected.unknown_frame"]) == 1, c
     assert int(c["rejected.stamp_not_increasing"]) == 1, c
     assert int(c["rejected.malformed"]) == len(malformed), c
@@ -429,6 +432,34 @@ def test_boxes_move_into_another_output_frame() -> None:
     out, quats = _transform_boxes(boxes, make_transform(rotz(np.pi / 2), [10.0, 0.0, 0.0]))
     np.testing.assert_allclose(out[0], [10.0, 1.0, 0.5, 4.0, 2.0, 1.5, np.pi / 2, 0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(quats[0], [0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)], atol=1e-6)
+
+
+def test_velocity_cloud_hand_computed_case() -> None:
+    """Two boxes -> the velocities PointCloud2: x, y, z, vx, vy, vz = 0, score, label per box in
+    box order; read back by rclpy and by the package's own decoder; is_dense follows NaN."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    from radardistill_ros.node import VELOCITY_DTYPE, velocity_cloud_cdr
+    from radardistill_ros.pointcloud import decode_pointcloud2
+
+    boxes = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.3, 3.0, -1.0],
+                      [-5.0, 7.5, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.25]], np.float32)
+    raw = velocity_cloud_cdr(1_500_000_000, "base_link", boxes, np.array([0.9, 0.2], np.float32),
+                             np.array([0, 8]))
+    msg = deserialize_message(raw, PointCloud2)
+    stamp = msg.header.stamp
+    assert (stamp.sec, stamp.nanosec, msg.header.frame_id) == (1, 500_000_000, "base_link")
+    assert (msg.height, msg.width, msg.point_step, msg.row_step, msg.is_dense) == (1, 2, 32, 64, True)
+    assert [f.name for f in msg.fields] == list(VELOCITY_DTYPE.names)
+    pts = decode_pointcloud2(msg)
+    assert pts.tolist() == [(1.0, 2.0, 0.5, 3.0, -1.0, 0.0, np.float32(0.9), 0),
+                            (-5.0, 7.5, 1.0, 0.0, 0.25, 0.0, np.float32(0.2), 8)]
+    boxes[1, 7] = np.nan
+    assert deserialize_message(velocity_cloud_cdr(0, "map", boxes, np.ones(2, np.float32), np.zeros(2)),
+                               PointCloud2).is_dense is False
+    empty = deserialize_message(velocity_cloud_cdr(0, "map", boxes[:0], np.ones(0), np.zeros(0)), PointCloud2)
+    assert (empty.width, len(empty.data), len(empty.fields)) == (0, 0, 8)
 
 
 def test_assembler_uses_sweeps_up_to_the_trigger_in_source_order() -> None:
