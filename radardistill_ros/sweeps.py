@@ -154,20 +154,30 @@ def clean_sweep(sweep: Sweep, kind: str = "radar") -> tuple[Sweep, int]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _radar_sweeps_to_ref(pts: np.ndarray, starts: np.ndarray, t_ref_from_global: np.ndarray,
+def _radar_sweeps_to_ref(pts: np.ndarray, starts: np.ndarray, t_ref: np.ndarray, invert_ref: bool,
                          t_global_from_sensor: np.ndarray, dts: np.ndarray, out: np.ndarray) -> None:
     """Every radar sweep of a frame in one pass: rows ``starts[s]:starts[s + 1]`` of ``pts
     (N, >= 6)`` float32 (sensor frame of sweep ``s``) become ``out[i] = (R p + t + v dt, rcs,
     v_x, v_y)`` with ``v = R (vx_comp, vy_comp, 0)``, ``(R, t)`` of ``T_ref_from_sensor =
-    t_ref_from_global @ t_global_from_sensor[s]`` and ``dt = dts[s]``; float64 arithmetic,
-    float32 ``out (N, 6)``."""
+    T_ref_from_global @ t_global_from_sensor[s]`` and ``dt = dts[s]``; ``t_ref`` is
+    ``T_ref_from_global``, or ``T_global_from_ref`` (rigid, inverted here as (R^T, -R^T t)) when
+    ``invert_ref``. float64 arithmetic, float32 ``out (N, 6)``."""
+    t_rg = np.zeros((4, 4))
+    if invert_ref:
+        for i in range(3):
+            for j in range(3):
+                t_rg[i, j] = t_ref[j, i]
+            t_rg[i, 3] = -(t_ref[0, i] * t_ref[0, 3] + t_ref[1, i] * t_ref[1, 3] + t_ref[2, i] * t_ref[2, 3])
+        t_rg[3, 3] = 1.0
+    else:
+        t_rg[:, :] = t_ref
     t = np.empty((4, 4))
     for s in range(dts.shape[0]):
         for i in range(4):
             for j in range(4):
                 acc = 0.0
                 for k in range(4):
-                    acc += t_ref_from_global[i, k] * t_global_from_sensor[s, k, j]
+                    acc += t_rg[i, k] * t_global_from_sensor[s, k, j]
                 t[i, j] = acc
         dt = dts[s]
         for i in range(starts[s], starts[s + 1]):
@@ -184,10 +194,10 @@ def _radar_sweeps_to_ref(pts: np.ndarray, starts: np.ndarray, t_ref_from_global:
             out[i, 5] = vy
 
 
-def _radar_to_ref(sweeps: Sequence[Sweep], T_ref_from_global: np.ndarray, t_ref: float) -> np.ndarray:
+def _radar_to_ref(sweeps: Sequence[Sweep], T_ref: np.ndarray, t_ref: float, invert_ref: bool) -> np.ndarray:
     """Radar sweeps -> ``(N, 6)`` float32 in the reference frame at ``t_ref`` (one kernel call;
-    the sweeps' rows are gathered by one ``concatenate`` when every sweep is ``(n, 6)`` float32,
-    as clean sweeps are)."""
+    ``T_ref`` as in :func:`_radar_sweeps_to_ref`; the sweeps' rows are gathered by one
+    ``concatenate`` when every sweep is ``(n, 6)`` float32, as clean sweeps are)."""
     if not sweeps:
         return np.empty((0, RADAR_WIDTH), np.float32)
     parts = [sw.points for sw in sweeps]
@@ -204,8 +214,8 @@ def _radar_to_ref(sweeps: Sequence[Sweep], T_ref_from_global: np.ndarray, t_ref:
     t_global_from_sensor = np.array([sw.T_global_from_sensor for sw in sweeps], np.float64)
     dts = float(t_ref) - np.array([sw.timestamp for sw in sweeps], np.float64)
     out = np.empty((len(pts), RADAR_WIDTH), np.float32)
-    t_ref_from_global = np.ascontiguousarray(T_ref_from_global, np.float64)
-    _radar_sweeps_to_ref(pts, starts, t_ref_from_global, t_global_from_sensor, dts, out)
+    t_ref_pose = np.ascontiguousarray(T_ref, np.float64)
+    _radar_sweeps_to_ref(pts, starts, t_ref_pose, invert_ref, t_global_from_sensor, dts, out)
     return out
 
 
@@ -217,7 +227,7 @@ def warm_up() -> None:
 
 def radar_sweep_to_ref(sweep: Sweep, T_ref_from_global: np.ndarray, t_ref: float) -> np.ndarray:
     """Radar sweep -> ``(N, 6)`` float32 in the reference ego frame at ``t_ref`` (module docstring)."""
-    return _radar_to_ref([sweep], T_ref_from_global, t_ref)
+    return _radar_to_ref([sweep], T_ref_from_global, t_ref, invert_ref=False)
 
 
 def lidar_sweep_to_ref(sweep: Sweep, T_ref_from_global: np.ndarray, t_ref: float) -> np.ndarray:
@@ -244,9 +254,9 @@ def sweeps_to_ref(
     T_global_from_ref = np.asarray(T_global_from_ref, np.float64)
     if T_global_from_ref.shape != (4, 4) or not np.all(np.isfinite(T_global_from_ref)):
         raise ValueError("T_global_from_ref must be a finite 4x4 matrix")
+    if kind == "radar":  # the kernel inverts the (rigid) reference pose
+        return _radar_to_ref(list(sweeps), T_global_from_ref, t_ref, invert_ref=True)
     T_ref_from_global = invert_transform(T_global_from_ref)
-    if kind == "radar":
-        return _radar_to_ref(list(sweeps), T_ref_from_global, t_ref)
     parts = [lidar_sweep_to_ref(s, T_ref_from_global, t_ref) for s in sweeps]
     if not parts:
         return np.zeros((0, 5), dtype=np.float32)
