@@ -630,37 +630,10 @@ class DetectorNode(Node):
             hardware_id=trig.topic, values=[KeyValue(key=k, value=f"{v:.4f}") for k, v in stages.items()]))
         if self.pub_markers.get_subscription_count() > 0:
             self.pub_markers.publish(
-                self._markers_msg(_time_msg(trig.stamp_ns), boxes, quats, result.scores, result.labels))
+                detection_markers(trig.stamp_ns, p.output_frame, boxes, quats, result.scores, result.labels,
+                                  p.class_names, p.marker_score_threshold))
 
     # --------------------------------------------------------------------------------- outputs
-    def _markers_msg(self, stamp: Any, boxes: np.ndarray, quats: np.ndarray | None, scores: np.ndarray,
-                     labels: np.ndarray) -> MarkerArray:
-        frame = self.params.output_frame
-        markers = [Marker(action=Marker.DELETEALL)]
-        names = self.params.class_names
-        for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
-            if score < self.params.marker_score_threshold:
-                continue
-            r, g, b = CLASS_COLORS[label % len(CLASS_COLORS)]
-            pose = _pose(box, None if quats is None else quats[i])
-            cube = Marker(type=Marker.CUBE, action=Marker.ADD, ns="boxes", id=i, pose=pose,
-                          scale=Vector3(x=max(box[3], 0.01), y=max(box[4], 0.01), z=max(box[5], 0.01)),
-                          color=ColorRGBA(r=r, g=g, b=b, a=0.35))
-            text_pose = Pose()
-            text_pose.position = Point(x=box[0], y=box[1], z=box[2] + 0.5 * box[5] + 0.5)
-            text = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="labels", id=i, pose=text_pose,
-                          scale=Vector3(z=0.8), color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9),
-                          text=f"{names[label]} {score:.2f}")
-            arrow = Marker(type=Marker.ARROW, action=Marker.ADD, ns="velocities", id=i,
-                           scale=Vector3(x=0.15, y=0.3, z=0.3), color=ColorRGBA(r=r, g=g, b=b, a=1.0),
-                           points=[Point(x=box[0], y=box[1], z=box[2]),
-                                   Point(x=box[0] + box[7], y=box[1] + box[8], z=box[2])])
-            markers.extend((cube, text, arrow))
-        for m in markers:
-            m.header.stamp = stamp
-            m.header.frame_id = frame
-        return MarkerArray(markers=markers)
-
     def _check_input_publishers(self) -> int:
         """Publishers on the input topics that cannot deliver to this node (QoS incompatible with
         the subscription's, or another message type), from the ROS graph; each is warned about
@@ -742,6 +715,41 @@ def velocity_cloud_cdr(stamp_ns: int, frame_id: str, boxes: np.ndarray, scores: 
     rows[:, 7] = np.asarray(labels, "<i4").view(np.float32)
     dense = bool(np.isfinite(rows[:, 0:7]).all())
     return pointcloud2_cdr(rows.view(VELOCITY_DTYPE).reshape(k), stamp_ns, frame_id, is_dense=dense)
+
+
+def detection_markers(stamp_ns: int, frame_id: str, boxes: np.ndarray, quats: np.ndarray | None,
+                      scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                      score_threshold: float) -> MarkerArray:
+    """RViz markers of one frame, all in ``frame_id`` at ``stamp_ns``: a DELETEALL (clears the
+    previous frame's), then per box (K, 9) with score >= ``score_threshold``, id = its index in the
+    Detection3DArray: a translucent CUBE (namespace ``boxes``, pose from the yaw column or
+    ``quats`` (K, 4) x, y, z, w; sizes at least 1 cm), a TEXT_VIEW_FACING "<class> <score>" 0.5 m
+    above the box (``labels``) and an ARROW from the centre to centre + (vx, vy) [m/s x 1 s]
+    (``velocities``), coloured by class."""
+    stamp = _time_msg(stamp_ns)
+    markers = [Marker(action=Marker.DELETEALL)]
+    for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
+        if score < score_threshold:
+            continue
+        r, g, b = CLASS_COLORS[label % len(CLASS_COLORS)]
+        pose = _pose(box, None if quats is None else quats[i])
+        cube = Marker(type=Marker.CUBE, action=Marker.ADD, ns="boxes", id=i, pose=pose,
+                      scale=Vector3(x=max(box[3], 0.01), y=max(box[4], 0.01), z=max(box[5], 0.01)),
+                      color=ColorRGBA(r=r, g=g, b=b, a=0.35))
+        text_pose = Pose()
+        text_pose.position = Point(x=box[0], y=box[1], z=box[2] + 0.5 * box[5] + 0.5)
+        text = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="labels", id=i, pose=text_pose,
+                      scale=Vector3(z=0.8), color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9),
+                      text=f"{class_names[label]} {score:.2f}")
+        arrow = Marker(type=Marker.ARROW, action=Marker.ADD, ns="velocities", id=i,
+                       scale=Vector3(x=0.15, y=0.3, z=0.3), color=ColorRGBA(r=r, g=g, b=b, a=1.0),
+                       points=[Point(x=box[0], y=box[1], z=box[2]),
+                               Point(x=box[0] + box[7], y=box[1] + box[8], z=box[2])])
+        markers.extend((cube, text, arrow))
+    for m in markers:
+        m.header.stamp = stamp
+        m.header.frame_id = frame_id
+    return MarkerArray(markers=markers)
 
 
 def _time_msg(stamp_ns: int) -> Any:

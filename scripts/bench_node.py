@@ -1,7 +1,8 @@
 """End-to-end benchmark of the detector node at the real nuScenes rate.
 
     .venv/bin/python scripts/bench_node.py [--out bench_node.json] [--scene-seconds 30] \\
-        [--backend onnxruntime|torch] [--checkpoint student.pt] [--config lite] [--cores 0,1]
+        [--backend onnxruntime|torch] [--checkpoint student.pt] [--config lite] [--cores 0,1] \\
+        [--keep DIR | --bag DIR/bag] [--interference PERCENT]
 
 1. Data: a synthetic nuScenes-format world (5 ARS408-like radars at ~13 Hz, 20 Hz LiDAR) written
    to a rosbag2 (``nuscenes_to_bag``), or ``--bag`` with an existing one.
@@ -19,6 +20,10 @@
    published); model = front end + dense part + decode. ``pose_wait`` (waiting for the ego pose
    at the trigger stamp to arrive on /tf) and ``wait`` (trigger waiting for the worker) are
    reported apart: they are waiting for data or for the previous frame, not work.
+
+``--interference P`` emulates a busy host: on each node core a SCHED_FIFO process
+(``scripts/_interference.py``) takes P% of the core in 1-4 ms bursts, as host steal or a
+higher-priority task would; the same disturbance in every run, unlike the host's own steal.
 
 Prints a table and writes JSON (``--out``). Measure on an otherwise idle machine: p99 on shared
 machines moves by +-10 % between runs (platform.md).
@@ -38,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _interference import start_interference, stop_interference
 from _machine import cpu_jiffies, process_cpu_s, process_faults, process_memory_mib, steal_share, thread_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="niceness added to this process (bag replay + recording) once the node runs, so "
                          "the node under test gets the CPU first, as a perception node would next to "
                          "logging on a vehicle (0: equal priority, the default)")
+    ap.add_argument("--interference", type=float, default=0.0, metavar="PERCENT",
+                    help="emulated host interference: on each node core a SCHED_FIFO process takes this "
+                         "share of the core in 1-4 ms bursts, as host steal or a higher-priority task would "
+                         "(scripts/_interference.py; needs root or CAP_SYS_NICE; 0: none, the default)")
     args = ap.parse_args(argv)
+    cores = [int(c) for c in args.cores.split(",") if c.strip()] or list(range(os.cpu_count() or 1))
 
     from radardistill_ros.ros_env import apply_loopback_ros_env
 
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         jiffies0[:] = cpu_jiffies()
         threads0.update(thread_cpu_s(proc.pid))
 
+    bursts = start_interference(cores, args.interference / 100.0) if args.interference else []
     try:
         publishes, recorder, counters = run_replay(bag, "/detections", TRIGGER, args.rate, proc, 300.0, 10.0,
                                                    setup=setup, on_start=on_start,
@@ -175,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_cpu = time.process_time() - cpu0[1]
         steal = steal_share(jiffies0, cpu_jiffies())
         node_rss, node_peak = process_memory_mib(proc.pid)
+        burst_cpu = sum(process_cpu_s(b.pid) for b in bursts)
     finally:
+        stop_interference(bursts)
         status = stop_process(proc)
     if status not in (0, None):
         print(log.read_text()[-3000:], file=sys.stderr)
@@ -184,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     e2e = [(frames[p.stamp_ns].receive_s - p.publish_s) * 1e3 for p in sent if p.stamp_ns in frames]
     st = [stages[s] for s in sorted(stages)]
     overhead = [s["input_decode"] + s["accumulate"] + s["output"] for s in st]
+    def cpu_ms(seconds: float) -> float:
+        return seconds * 1e3 / max(len(sent), 1)
+
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores_total": os.cpu_count(),
                     "node_cores": args.cores, "threads": args.threads, "load_avg_1m": os.getloadavg()[0],
-                    "load_nice": args.load_nice, "host_steal_share": steal},
+                    "load_nice": args.load_nice, "host_steal_share": steal,
+                    "interference_percent_per_core": args.interference},
         "backend": args.backend, "checkpoint": str(ckpt), "dense_model": str(dense),
         "bag": str(bag), "rate": args.rate,
         "frames_sent": len(sent), "frames_answered": len(e2e), "frames_dropped": len(sent) - len(e2e),
@@ -195,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         # CPU time (all threads) per sent trigger: the node's work, and the load generator's
         "cpu_ms_per_trigger": {"node": node_cpu * 1e3 / max(len(sent), 1),
                                "replay_and_recording": bench_cpu * 1e3 / max(len(sent), 1),
+                               "interference": burst_cpu * 1e3 / max(len(sent), 1),
                                "node_system": node_faults[1] * 1e3 / max(len(sent), 1),
                                "node_by_thread": {k: v * 1e3 / max(len(sent), 1) for k, v in
                                                   sorted(node_threads.items(), key=lambda kv: -kv[1])}},
@@ -215,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nnode: {args.backend}, {args.threads} threads, cores {args.cores or 'any'}; "
           f"load avg {result['machine']['load_avg_1m']:.1f}; triggers sent {len(sent)}, answered {len(e2e)}, "
           f"dropped {len(sent) - len(e2e)}; load nice {args.load_nice}; host steal "
-          + (f"{100 * steal:.1f}% of CPU time" if steal is not None else "unknown"))
+          + (f"{100 * steal:.1f}% of CPU time" if steal is not None else "unknown")
+          + (f"; emulated interference {args.interference:g}% per core ({cpu_ms(burst_cpu):.1f} ms CPU per "
+             "trigger)" if bursts else ""))
     cpu = result["cpu_ms_per_trigger"]
     print(f"CPU time per trigger (all threads): node {cpu['node']:.1f} ms, replay + recording "
           f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "

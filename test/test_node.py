@@ -124,14 +124,33 @@ def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict
                           input_reliability="reliable")
     log = tmp_path / "node.log"
     node = start_node(params, {}, log)
+    extra: dict[str, list] = {"markers": [], "processing": [], "latency": [], "stages": []}
+
+    def subscribe_outputs(ros_node) -> None:  # the node's other outputs, as RViz / a debugger would
+        from diagnostic_msgs.msg import DiagnosticStatus
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Float64
+        from visualization_msgs.msg import MarkerArray
+
+        qos = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+        debug = "/radardistill_detector/debug/"
+        for key, msg_type, topic in (("markers", MarkerArray, "/detections/markers"),
+                                     ("processing", Float64, debug + "processing_time_ms"),
+                                     ("latency", Float64, debug + "pipeline_latency_ms"),
+                                     ("stages", DiagnosticStatus, debug + "stage_times")):
+            ros_node.create_subscription(msg_type, topic, extra[key].append, qos)
+
     try:
         publishes, recorder, counters = run_replay(world["bag"], "/detections", TRIGGER, 1.0, node,
-                                                      node_timeout=90.0, settle=10.0, reliable_sensors=True)
+                                                      node_timeout=90.0, settle=10.0, reliable_sensors=True,
+                                                      setup=subscribe_outputs)
         assert node.poll() is None, _node_log(log)
     finally:
         status = stop_process(node)
     assert status == 0, f"node exit status {status}\n{_node_log(log)}"
     frames = recorder.parsed()
+    assert all(f.vel_raw is not None for f in recorder.frames_by_stamp.values())  # a velocity cloud each
+    check_debug_outputs(frames, extra)
     sent = [p for p in publishes if p.topic == TRIGGER]
     stamps = {p.stamp_ns for p in sent}
     assert len(sent) >= 30
@@ -168,6 +187,39 @@ def test_replayed_bag_is_answered_and_equals_offline(tmp_path: Path, world: dict
     m_off = score_detections(nusc, tokens, offline, poses, tmp_path / "offline")
     assert abs(m_on["mean_ap"] - m_off["mean_ap"]) <= 0.005
     assert abs(m_on["nd_score"] - m_off["nd_score"]) <= 0.005
+
+
+def check_debug_outputs(frames: dict, extra: dict) -> None:
+    """Every answered frame has its RViz markers (one cube, label and arrow per detection at or
+    above marker_score_threshold 0.3, matching the Detection3DArray) and its debug messages."""
+    from visualization_msgs.msg import Marker
+
+    def stamp_of(header) -> int:
+        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+    markers = {stamp_of(m.markers[0].header): m.markers for m in extra["markers"]}
+    assert set(frames) <= set(markers), f"markers for {len(markers)} of {len(frames)} frames"
+    for stamp, (_, boxes, scores, _) in frames.items():
+        ms = markers[stamp]
+        assert ms[0].action == Marker.DELETEALL and all(m.header.frame_id == "base_link" for m in ms)
+        keep = np.flatnonzero(scores >= 0.3)
+        cubes = [m for m in ms if m.ns == "boxes"]
+        arrows = [m for m in ms if m.ns == "velocities"]
+        assert [m.id for m in cubes] == keep.tolist() and len(ms) == 1 + 3 * len(keep)
+        for m, a, b in zip(cubes, arrows, boxes[keep]):
+            centre = m.pose.position
+            np.testing.assert_allclose([centre.x, centre.y, centre.z], b[0:3], atol=1e-5)
+            end, start = a.points[1], a.points[0]
+            np.testing.assert_allclose([end.x - start.x, end.y - start.y], b[7:9], atol=1e-5)
+    answered = len(frames)
+    assert len(extra["processing"]) == len(extra["latency"]) == len(extra["stages"]) == answered
+    assert all(m.data > 0 for m in extra["processing"] + extra["latency"])
+    stages = {int(st.message): {kv.key: float(kv.value) for kv in st.values} for st in extra["stages"]}
+    assert set(stages) == set(frames)
+    for values in stages.values():
+        for key in ("input_decode", "wait", "pose_wait", "accumulate", "front_end", "dense", "decode",
+                    "output", "receive_to_publish", "points", "sweeps", "detections"):
+            assert values[key] >= 0, (key, values)
 
 
 def _publishers(node) -> dict:
@@ -460,6 +512,36 @@ def test_velocity_cloud_hand_computed_case() -> None:
                                PointCloud2).is_dense is False
     empty = deserialize_message(velocity_cloud_cdr(0, "map", boxes[:0], np.ones(0), np.zeros(0)), PointCloud2)
     assert (empty.width, len(empty.data), len(empty.fields)) == (0, 0, 8)
+
+
+def test_markers_hand_computed_case() -> None:
+    """Two boxes, one under the marker threshold: DELETEALL, then cube / label / arrow of the
+    other (id = its index), stamped and framed like the detections; a full quaternion when given."""
+    from visualization_msgs.msg import Marker
+
+    from radardistill_ros.node import CLASS_COLORS, detection_markers
+
+    boxes = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, np.pi / 2, 3.0, -1.0],
+                      [9.0, 9.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32)
+    msg = detection_markers(1_500_000_000, "map", boxes, None, np.array([0.9, 0.1], np.float32),
+                            np.array([8, 0]), ["car"] * 8 + ["pedestrian"], score_threshold=0.3)
+    clear, cube, text, arrow = msg.markers
+    assert clear.action == Marker.DELETEALL
+    for m in msg.markers:
+        assert (m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id) == (1, 500_000_000, "map")
+    assert [(m.type, m.ns, m.id) for m in (cube, text, arrow)] == [
+        (Marker.CUBE, "boxes", 0), (Marker.TEXT_VIEW_FACING, "labels", 0), (Marker.ARROW, "velocities", 0)]
+    p, q = cube.pose.position, cube.pose.orientation
+    assert (p.x, p.y, p.z) == (1.0, 2.0, 0.5)
+    assert (cube.scale.x, cube.scale.y, cube.scale.z) == (4.0, 2.0, 1.5)
+    np.testing.assert_allclose([q.x, q.y, q.z, q.w], [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)], atol=1e-7)
+    assert (cube.color.r, cube.color.g, cube.color.b) == pytest.approx(CLASS_COLORS[8])
+    assert text.text == "pedestrian 0.90" and text.pose.position.z == pytest.approx(0.5 + 0.75 + 0.5)
+    assert [(pt.x, pt.y, pt.z) for pt in arrow.points] == [(1.0, 2.0, 0.5), (4.0, 1.0, 0.5)]
+    quats = np.array([[0.0, 0.6, 0.0, 0.8], [0.0, 0.0, 0.0, 1.0]])
+    tilted = detection_markers(0, "map", boxes, quats, np.ones(2), np.zeros(2, int), ["car"], 0.3).markers[1]
+    o = tilted.pose.orientation
+    assert (o.x, o.y, o.z, o.w) == (0.0, 0.6, 0.0, 0.8)
 
 
 def test_assembler_uses_sweeps_up_to_the_trigger_in_source_order() -> None:
