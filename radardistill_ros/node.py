@@ -668,16 +668,7 @@ class DetectorNode(Node):
             lat, proc = list(self._window_latency), list(self._window_processing)
             period_max, self._period_max_latency = self._period_max_latency, 0.0
             period_dropped, self._period_dropped = self._period_dropped, 0
-        level, message = DiagnosticStatus.OK, "ok"
-        if period_max > p.latency_budget_ms:
-            level = DiagnosticStatus.WARN
-            message = f"receive-to-publish {period_max:.1f} ms over the {p.latency_budget_ms:.1f} ms budget"
-        elif period_dropped:
-            level = DiagnosticStatus.WARN
-            message = f"{period_dropped} trigger(s) dropped (worker busy)"
-        elif incompatible:
-            level = DiagnosticStatus.WARN
-            message = f"{incompatible} publisher(s) on the inputs with incompatible QoS or type (see the log)"
+        level, message = diagnostic_level(period_max, p.latency_budget_ms, period_dropped, incompatible)
         kv = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         kv += [KeyValue(key=f"rejected.{k}", value=str(v)) for k, v in rejects.items()]
         kv.append(KeyValue(key="incompatible_publishers", value=str(incompatible)))
@@ -701,6 +692,22 @@ class DetectorNode(Node):
             self._running = False
             self._cond.notify_all()
         self._worker.join(timeout=5.0)
+
+
+def diagnostic_level(max_latency_ms: float, budget_ms: float, dropped: int,
+                     incompatible: int) -> tuple[bytes, str]:
+    """Level and message of the node's /diagnostics status for one diagnostics period: WARN when
+    the period's largest receive-to-publish latency [ms] exceeded the budget, else when triggers
+    were dropped, else while input publishers are incompatible; OK otherwise (first cause wins)."""
+    if max_latency_ms > budget_ms:
+        over = f"receive-to-publish {max_latency_ms:.1f} ms over the {budget_ms:.1f} ms budget"
+        return DiagnosticStatus.WARN, over
+    if dropped:
+        return DiagnosticStatus.WARN, f"{dropped} trigger(s) dropped (worker busy)"
+    if incompatible:
+        why = "publisher(s) on the inputs with incompatible QoS or type (see the log)"
+        return DiagnosticStatus.WARN, f"{incompatible} {why}"
+    return DiagnosticStatus.OK, "ok"
 
 
 def velocity_cloud_cdr(stamp_ns: int, frame_id: str, boxes: np.ndarray, scores: np.ndarray,

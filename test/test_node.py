@@ -405,11 +405,18 @@ def test_malformed_input_is_counted_and_the_next_good_frame_answered(tmp_path: P
     before_trigger = sum(int(c[f"rejected.{k}"])
                          for k in ("malformed", "unknown_frame", "stamp_not_increasing"))
     assert int(c["triggers"]) == int(c["answered"]) + int(c["dropped"]) + int(c["rejected"]) - before_trigger
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    # /diagnostics went WARN while the incompatible publishers existed
+    levels = {(st.level, st.message.split(" ", 1)[1]) for _, st in recorder.diagnostics}
+    assert (DiagnosticStatus.WARN, "publisher(s) on the inputs with incompatible QoS or type (see the log)") \
+        in levels, levels
 
 
 def test_single_threaded_executor_answers_and_shuts_down(tmp_path: Path, tiny_ckpt: Path) -> None:
     """``executor: single_threaded`` (rclpy's Python executor, for rclpy without EventsExecutor)
     serves the same raw inputs; SIGINT ends it with status 0."""
+    from diagnostic_msgs.msg import DiagnosticStatus
     from sensor_msgs.msg import PointCloud2, PointField
 
     from radardistill_ros.pointcloud import make_pointcloud2_msg
@@ -417,7 +424,8 @@ def test_single_threaded_executor_answers_and_shuts_down(tmp_path: Path, tiny_ck
 
     params = write_params(tmp_path / "params.yaml", model_path=str(tiny_ckpt), model_config="",
                           radar_topics=[TRIGGER], trigger_topic=TRIGGER, num_sweeps=1, tf_timeout=2.0,
-                          input_reliability="reliable", executor="single_threaded")
+                          input_reliability="reliable", executor="single_threaded", latency_budget_ms=0.001,
+                          diagnostics_period=0.2)
     log = tmp_path / "node.log"
     node_proc = start_node(params, {}, log)
     stamps = [1_700_000_000 * 1_000_000_000 + k * 80_000_000 for k in range(3)]
@@ -439,6 +447,12 @@ def test_single_threaded_executor_answers_and_shuts_down(tmp_path: Path, tiny_ck
                 while s not in recorder.frames_by_stamp:
                     assert node_proc.poll() is None and time.monotonic() < deadline, _node_log(log)
                     time.sleep(0.02)
+            # every answer is over a 1 us budget: /diagnostics goes WARN naming it
+            deadline = time.monotonic() + 10.0
+            while not any(st.level == DiagnosticStatus.WARN and "ms over the 0.0 ms budget" in st.message
+                          for _, st in recorder.diagnostics):
+                assert node_proc.poll() is None and time.monotonic() < deadline, recorder.diagnostics
+                time.sleep(0.05)
     finally:
         status = stop_process(node_proc)
     assert status == 0, _node_log(log)
@@ -512,6 +526,20 @@ def test_velocity_cloud_hand_computed_case() -> None:
                                PointCloud2).is_dense is False
     empty = deserialize_message(velocity_cloud_cdr(0, "map", boxes[:0], np.ones(0), np.zeros(0)), PointCloud2)
     assert (empty.width, len(empty.data), len(empty.fields)) == (0, 0, 8)
+
+
+def test_diagnostics_level_causes_in_order() -> None:
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from radardistill_ros.node import diagnostic_level
+
+    ok, warn = DiagnosticStatus.OK, DiagnosticStatus.WARN
+    assert diagnostic_level(59.9, 60.0, 0, 0) == (ok, "ok")
+    assert diagnostic_level(60.0, 60.0, 0, 0) == (ok, "ok")  # at the budget is within it
+    assert diagnostic_level(61.25, 60.0, 3, 2) == (warn, "receive-to-publish 61.2 ms over the 60.0 ms budget")
+    assert diagnostic_level(10.0, 60.0, 3, 2) == (warn, "3 trigger(s) dropped (worker busy)")
+    level, message = diagnostic_level(10.0, 60.0, 0, 2)
+    assert level == warn and message.startswith("2 publisher(s) on the inputs with incompatible QoS")
 
 
 def test_markers_hand_computed_case() -> None:
