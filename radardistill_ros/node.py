@@ -31,7 +31,6 @@ detection in the same order: x y z vx vy vz score label), ``detections/markers``
 from __future__ import annotations
 
 import gc
-import math
 import sys
 import threading
 import time
@@ -44,7 +43,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose, Vector3
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -60,15 +58,17 @@ from rclpy.qos import (
     qos_check_compatible,
 )
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import ColorRGBA, Float64
+from std_msgs.msg import Float64
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from radardistill_ros.detection_cdr import DetectionArrayWriter
 from radardistill_ros.detection_cdr import warm_up as warm_up_detection_cdr
 from radardistill_ros.geometry import rot_to_quat, rotz, yaw_from_rot
 from radardistill_ros.malloc_tuning import retain_freed_memory
+from radardistill_ros.marker_cdr import detection_markers_cdr
+from radardistill_ros.marker_cdr import warm_up as warm_up_markers
 from radardistill_ros.pipeline import (
     RadarDetector,
     RawSweep,
@@ -137,9 +137,6 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 EXECUTORS = ("events", "single_threaded")
 RELIABILITIES = ("best_effort", "reliable")
 #: Colours (r, g, b) of the RViz markers per class, in CLASS_NAMES order.
-CLASS_COLORS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.55, 0.34, 0.29), (0.84, 0.15, 0.16),
-                (0.58, 0.4, 0.74), (0.5, 0.5, 0.5), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13),
-                (0.17, 0.63, 0.17), (0.09, 0.75, 0.81))
 #: Velocity companion cloud: one point per detection, in the order of the Detection3DArray.
 VELOCITY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("vx", "<f4"), ("vy", "<f4"),
                            ("vz", "<f4"), ("score", "<f4"), ("label", "<i4")])
@@ -331,6 +328,7 @@ class DetectorNode(Node):
         self.detector.warm_up()
         warm_up_accumulation()
         warm_up_detection_cdr()
+        warm_up_markers()
         try:
             self._detection_writer = DetectionArrayWriter(p.output_frame, p.class_names)
         except ValueError as exc:
@@ -630,8 +628,8 @@ class DetectorNode(Node):
             hardware_id=trig.topic, values=[KeyValue(key=k, value=f"{v:.4f}") for k, v in stages.items()]))
         if self.pub_markers.get_subscription_count() > 0:
             self.pub_markers.publish(
-                detection_markers(trig.stamp_ns, p.output_frame, boxes, quats, result.scores, result.labels,
-                                  p.class_names, p.marker_score_threshold))
+                detection_markers_cdr(trig.stamp_ns, p.output_frame, boxes, quats, result.scores,
+                                      result.labels, p.class_names, p.marker_score_threshold))
 
     # --------------------------------------------------------------------------------- outputs
     def _check_input_publishers(self) -> int:
@@ -722,62 +720,6 @@ def velocity_cloud_cdr(stamp_ns: int, frame_id: str, boxes: np.ndarray, scores: 
     rows[:, 7] = np.asarray(labels, "<i4").view(np.float32)
     dense = bool(np.isfinite(rows[:, 0:7]).all())
     return pointcloud2_cdr(rows.view(VELOCITY_DTYPE).reshape(k), stamp_ns, frame_id, is_dense=dense)
-
-
-def detection_markers(stamp_ns: int, frame_id: str, boxes: np.ndarray, quats: np.ndarray | None,
-                      scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                      score_threshold: float) -> MarkerArray:
-    """RViz markers of one frame, all in ``frame_id`` at ``stamp_ns``: a DELETEALL (clears the
-    previous frame's), then per box (K, 9) with score >= ``score_threshold``, id = its index in the
-    Detection3DArray: a translucent CUBE (namespace ``boxes``, pose from the yaw column or
-    ``quats`` (K, 4) x, y, z, w; sizes at least 1 cm), a TEXT_VIEW_FACING "<class> <score>" 0.5 m
-    above the box (``labels``) and an ARROW from the centre to centre + (vx, vy) [m/s x 1 s]
-    (``velocities``), coloured by class."""
-    stamp = _time_msg(stamp_ns)
-    markers = [Marker(action=Marker.DELETEALL)]
-    for i, (box, score, label) in enumerate(zip(boxes.tolist(), scores.tolist(), labels.tolist())):
-        if score < score_threshold:
-            continue
-        r, g, b = CLASS_COLORS[label % len(CLASS_COLORS)]
-        pose = _pose(box, None if quats is None else quats[i])
-        cube = Marker(type=Marker.CUBE, action=Marker.ADD, ns="boxes", id=i, pose=pose,
-                      scale=Vector3(x=max(box[3], 0.01), y=max(box[4], 0.01), z=max(box[5], 0.01)),
-                      color=ColorRGBA(r=r, g=g, b=b, a=0.35))
-        text_pose = Pose()
-        text_pose.position = Point(x=box[0], y=box[1], z=box[2] + 0.5 * box[5] + 0.5)
-        text = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="labels", id=i, pose=text_pose,
-                      scale=Vector3(z=0.8), color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9),
-                      text=f"{class_names[label]} {score:.2f}")
-        arrow = Marker(type=Marker.ARROW, action=Marker.ADD, ns="velocities", id=i,
-                       scale=Vector3(x=0.15, y=0.3, z=0.3), color=ColorRGBA(r=r, g=g, b=b, a=1.0),
-                       points=[Point(x=box[0], y=box[1], z=box[2]),
-                               Point(x=box[0] + box[7], y=box[1] + box[8], z=box[2])])
-        markers.extend((cube, text, arrow))
-    for m in markers:
-        m.header.stamp = stamp
-        m.header.frame_id = frame_id
-    return MarkerArray(markers=markers)
-
-
-def _time_msg(stamp_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return Time(sec=sec, nanosec=nsec)
-
-
-def _pose(box: Sequence[float], quat_xyzw: np.ndarray | None) -> Pose:
-    """Pose of a box centre; orientation yaw about +z (or a given quaternion x, y, z, w)."""
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = box[0], box[1], box[2]
-    if quat_xyzw is None:
-        half = 0.5 * box[6]
-        pose.orientation.z, pose.orientation.w = math.sin(half), math.cos(half)
-    else:
-        q = quat_xyzw
-        pose.orientation.x, pose.orientation.y = float(q[0]), float(q[1])
-        pose.orientation.z, pose.orientation.w = float(q[2]), float(q[3])
-    return pose
 
 
 def _transform_boxes(boxes: np.ndarray, t_out_from_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

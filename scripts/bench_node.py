@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_node.py [--out bench_node.json] [--scene-seconds 30] \\
         [--backend onnxruntime|torch] [--checkpoint student.pt] [--config lite] [--cores 0,1] \\
-        [--keep DIR | --bag DIR/bag] [--interference PERCENT]
+        [--keep DIR | --bag DIR/bag] [--interference PERCENT] [--markers]
 
 1. Data: a synthetic nuScenes-format world (5 ARS408-like radars at ~13 Hz, 20 Hz LiDAR) written
    to a rosbag2 (``nuscenes_to_bag``), or ``--bag`` with an existing one.
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="niceness added to this process (bag replay + recording) once the node runs, so "
                          "the node under test gets the CPU first, as a perception node would next to "
                          "logging on a vehicle (0: equal priority, the default)")
+    ap.add_argument("--markers", action="store_true",
+                    help="also subscribe to the RViz markers, as an open RViz would (the node builds them "
+                         "only while someone subscribes)")
     ap.add_argument("--interference", type=float, default=0.0, metavar="PERCENT",
                     help="emulated host interference: on each node core a SCHED_FIFO process takes this "
                          "share of the core in 1-4 ms bursts, as host steal or a higher-priority task would "
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_nice:
         os.nice(args.load_nice)
     stages: dict[int, dict[str, float]] = {}
+    markers: list[bytes] = []
     lock = threading.Lock()
 
     def setup(node) -> None:
@@ -163,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
         node.create_subscription(DiagnosticStatus, "/radardistill_detector/debug/stage_times", on_stage,
                                  QoSProfile(depth=200))
+        if args.markers:
+            from visualization_msgs.msg import MarkerArray
+
+            node.create_subscription(MarkerArray, "/detections/markers", markers.append,
+                                     QoSProfile(depth=200), raw=True)
 
     cpu0: list[float] = []  # node and bench CPU seconds when the replay starts (node loaded)
     faults0: list[float] = []  # node minor faults and system seconds then
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                        "output", "receive_to_publish")},
         "points_per_frame": _stats([s["points"] for s in st]),
         "detections_per_frame": _stats([s["detections"] for s in st]),
+        "marker_messages": len(markers) if args.markers else None,
         "targets": {"end_to_end_p99_ms": 60.0, "drops": 0, "node_overhead_p99_ms": 5.0},
         # every frame's stage times [ms] (trigger stamp order), for finding what makes the tails
         "per_frame_stages": st,
@@ -236,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
           f"dropped {len(sent) - len(e2e)}; load nice {args.load_nice}; host steal "
           + (f"{100 * steal:.1f}% of CPU time" if steal is not None else "unknown")
           + (f"; emulated interference {args.interference:g}% per core ({cpu_ms(burst_cpu):.1f} ms CPU per "
-             "trigger)" if bursts else ""))
+             "trigger)" if bursts else "")
+          + (f"; {len(markers)} marker arrays received" if args.markers else ""))
     cpu = result["cpu_ms_per_trigger"]
     print(f"CPU time per trigger (all threads): node {cpu['node']:.1f} ms, replay + recording "
           f"{cpu['replay_and_recording']:.1f} ms (the trigger period is {1e3 / 13:.0f} ms per core); node by "

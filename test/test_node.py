@@ -542,36 +542,6 @@ def test_diagnostics_level_causes_in_order() -> None:
     assert level == warn and message.startswith("2 publisher(s) on the inputs with incompatible QoS")
 
 
-def test_markers_hand_computed_case() -> None:
-    """Two boxes, one under the marker threshold: DELETEALL, then cube / label / arrow of the
-    other (id = its index), stamped and framed like the detections; a full quaternion when given."""
-    from visualization_msgs.msg import Marker
-
-    from radardistill_ros.node import CLASS_COLORS, detection_markers
-
-    boxes = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, np.pi / 2, 3.0, -1.0],
-                      [9.0, 9.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32)
-    msg = detection_markers(1_500_000_000, "map", boxes, None, np.array([0.9, 0.1], np.float32),
-                            np.array([8, 0]), ["car"] * 8 + ["pedestrian"], score_threshold=0.3)
-    clear, cube, text, arrow = msg.markers
-    assert clear.action == Marker.DELETEALL
-    for m in msg.markers:
-        assert (m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id) == (1, 500_000_000, "map")
-    assert [(m.type, m.ns, m.id) for m in (cube, text, arrow)] == [
-        (Marker.CUBE, "boxes", 0), (Marker.TEXT_VIEW_FACING, "labels", 0), (Marker.ARROW, "velocities", 0)]
-    p, q = cube.pose.position, cube.pose.orientation
-    assert (p.x, p.y, p.z) == (1.0, 2.0, 0.5)
-    assert (cube.scale.x, cube.scale.y, cube.scale.z) == (4.0, 2.0, 1.5)
-    np.testing.assert_allclose([q.x, q.y, q.z, q.w], [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)], atol=1e-7)
-    assert (cube.color.r, cube.color.g, cube.color.b) == pytest.approx(CLASS_COLORS[8])
-    assert text.text == "pedestrian 0.90" and text.pose.position.z == pytest.approx(0.5 + 0.75 + 0.5)
-    assert [(pt.x, pt.y, pt.z) for pt in arrow.points] == [(1.0, 2.0, 0.5), (4.0, 1.0, 0.5)]
-    quats = np.array([[0.0, 0.6, 0.0, 0.8], [0.0, 0.0, 0.0, 1.0]])
-    tilted = detection_markers(0, "map", boxes, quats, np.ones(2), np.zeros(2, int), ["car"], 0.3).markers[1]
-    o = tilted.pose.orientation
-    assert (o.x, o.y, o.z, o.w) == (0.0, 0.6, 0.0, 0.8)
-
-
 def test_assembler_uses_sweeps_up_to_the_trigger_in_source_order() -> None:
     from radardistill_ros.pipeline import RawSweep, SweepAssembler
     from radardistill_ros.tf_buffer import TransformBuffer
