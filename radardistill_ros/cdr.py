@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import struct
 
+import numba
+import numpy as np
+
 __all__ = [
     "ENCAPSULATION_CDR_LE",
     "CdrError",
     "CdrReader",
+    "cdr_align",
+    "cdr_put_u32",
     "cdr_string",
     "header_cdr",
     "stamp_parts",
@@ -56,6 +61,21 @@ def stamp_parts(stamp_ns: int) -> tuple[int, int]:
 def header_cdr(stamp_ns: int, frame_id: str) -> bytes:
     """std_msgs/Header (builtin_interfaces/Time stamp, string frame_id); starts 4-aligned."""
     return _STAMP.pack(*stamp_parts(stamp_ns)) + cdr_string(frame_id)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def cdr_align(pos: int, size: int) -> int:
+    """Buffer position ``pos`` moved up to the next multiple of ``size``, counted from the end of
+    the 4-byte encapsulation header (for the compiled writers)."""
+    return pos + (-(pos - 4)) % size
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def cdr_put_u32(out: np.ndarray, pos: int, value: int) -> int:
+    """Little-endian uint32 ``value`` at ``out[pos:pos + 4]`` (already aligned); returns pos + 4."""
+    for i in range(4):
+        out[pos + i] = (value >> (8 * i)) & 0xFF
+    return pos + 4
 
 
 #: (uint32, int32 + uint32 stamp, float64 x 3, float64 x 4) per byte order

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from radardistill_ros.cdr import cdr_string, stamp_parts
+from radardistill_ros.cdr import cdr_align, cdr_put_u32, cdr_string, stamp_parts
 
 __all__ = ["DetectionArrayWriter", "detection3d_array_cdr", "warm_up"]
 
@@ -141,12 +141,6 @@ def detection3d_array_cdr(stamp_ns: int, frame_id: str, centres: np.ndarray, qua
     return out[:end].tobytes()
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _put_u32(out: np.ndarray, pos: int, value: int) -> None:
-    for b in range(4):
-        out[pos + b] = (value >> (8 * b)) & 0xFF
-
-
 @numba.njit(cache=True, nogil=True)
 def _write(out: np.ndarray, sec: int, nsec: int, frame: np.ndarray, boxes: np.ndarray, quats: np.ndarray,
            scores: np.ndarray, cls_index: np.ndarray, cls_table: np.ndarray, cls_start: np.ndarray,
@@ -163,15 +157,12 @@ def _write(out: np.ndarray, sec: int, nsec: int, frame: np.ndarray, boxes: np.nd
     block_bytes = block.view(np.uint8)
     pos = 4
     for d in range(k + 1):                                 # d = 0: the array's header
-        pos += -(pos - 4) % 4
-        _put_u32(out, pos, sec & 0xFFFFFFFF)
-        _put_u32(out, pos + 4, nsec)
-        out[pos + 8:pos + 8 + nf] = frame
-        pos += 8 + nf
-        pos += -(pos - 4) % 4
+        pos = cdr_put_u32(out, cdr_align(pos, 4), sec & 0xFFFFFFFF)
+        pos = cdr_put_u32(out, pos, nsec)
+        out[pos:pos + nf] = frame
+        pos = cdr_align(pos + nf, 4)
         if d == 0:
-            _put_u32(out, pos, k)
-            pos += 4
+            pos = cdr_put_u32(out, pos, k)
             continue
         i = d - 1
         out[pos] = 1                                       # results: one hypothesis
@@ -180,7 +171,7 @@ def _write(out: np.ndarray, sec: int, nsec: int, frame: np.ndarray, boxes: np.nd
         n = cls_start[c + 1] - cls_start[c]
         out[pos:pos + n] = cls_table[cls_start[c]:cls_start[c + 1]]
         pos += n
-        pos += -(pos - 4) % 8
+        pos = cdr_align(pos, 8)
         block[0] = scores[i]
         for j in range(3):
             block[1 + j] = block[44 + j] = boxes[i, j]     # hypothesis pose and bbox centre

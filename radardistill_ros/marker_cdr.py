@@ -26,14 +26,15 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from radardistill_ros.cdr import cdr_string, stamp_parts
+from radardistill_ros.cdr import cdr_align, cdr_put_u32, cdr_string, stamp_parts
 
-__all__ = ["ARROW", "CUBE", "DELETEALL", "TEXT_VIEW_FACING", "detection_markers_cdr", "warm_up"]
+__all__ = ["ARROW", "CLASS_COLORS", "CUBE", "DELETEALL", "TEXT_VIEW_FACING", "detection_markers_cdr",
+           "warm_up"]
 
 #: visualization_msgs/Marker constants used here
 CUBE, ARROW, TEXT_VIEW_FACING = 1, 0, 9
 ADD, DELETEALL = 0, 3
-#: per class (label modulo the length) RGB in [0, 1]
+#: RGB in [0, 1] of the markers of each class (label index modulo the length, CLASS_NAMES order)
 CLASS_COLORS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.55, 0.34, 0.29), (0.84, 0.15, 0.16),
                 (0.58, 0.4, 0.74), (0.5, 0.5, 0.5), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13),
                 (0.17, 0.63, 0.17), (0.09, 0.75, 0.81))
@@ -68,16 +69,8 @@ def detection_markers_cdr(stamp_ns: int, frame_id: str, boxes: np.ndarray, quats
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _pad(pos: int, align: int) -> int:
-    return pos + (-(pos - 4)) % align
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _u32(out: np.ndarray, pos: int, value: int) -> int:
-    pos = _pad(pos, 4)
-    for i in range(4):
-        out[pos + i] = (value >> (8 * i)) & 0xFF
-    return pos + 4
+    return cdr_put_u32(out, cdr_align(pos, 4), value)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -88,8 +81,7 @@ def _bytes(out: np.ndarray, pos: int, data: np.ndarray) -> int:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _f64s(out: np.ndarray, pos: int, values: np.ndarray) -> int:
-    pos = _pad(pos, 8)
-    return _bytes(out, pos, values.view(np.uint8))
+    return _bytes(out, cdr_align(pos, 8), values.view(np.uint8))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,14 +92,14 @@ def _marker(out: np.ndarray, pos: int, sec: int, nsec: int, frame: np.ndarray, n
     pos = _u32(out, pos, sec & 0xFFFFFFFF)
     pos = _u32(out, pos, nsec)
     pos = _bytes(out, pos, frame)
-    pos = _pad(pos, 4)
+    pos = cdr_align(pos, 4)
     pos = _bytes(out, pos, ns)
     pos = _u32(out, pos, ident & 0xFFFFFFFF)
     pos = _u32(out, pos, kind)
     pos = _u32(out, pos, action)
     pos = _f64s(out, pos, pose)
     pos = _f64s(out, pos, scale)
-    pos = _pad(pos, 4)
+    pos = cdr_align(pos, 4)
     pos = _bytes(out, pos, color.view(np.uint8))
     pos += 8 + 1                                             # lifetime 0, frame_locked false
     pos = _u32(out, pos, points.shape[0])
@@ -121,7 +113,7 @@ def _marker(out: np.ndarray, pos: int, sec: int, nsec: int, frame: np.ndarray, n
     pos = _u32(out, pos, 1) + 1                              # format "", data []
     pos = _u32(out, pos, 0)
     pos = _u32(out, pos, 0)                                  # uv_coordinates
-    pos = _pad(pos, 4)
+    pos = cdr_align(pos, 4)
     pos = _bytes(out, pos, text)
     pos = _u32(out, pos, 1) + 1                              # mesh_resource ""
     pos = _u32(out, pos, 1) + 1                              # mesh_file: filename "", data []

@@ -136,7 +136,6 @@ PARAMETERS: tuple[tuple[str, Parameter.Type, str], ...] = (
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 EXECUTORS = ("events", "single_threaded")
 RELIABILITIES = ("best_effort", "reliable")
-#: Colours (r, g, b) of the RViz markers per class, in CLASS_NAMES order.
 #: Velocity companion cloud: one point per detection, in the order of the Detection3DArray.
 VELOCITY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("vx", "<f4"), ("vy", "<f4"),
                            ("vz", "<f4"), ("score", "<f4"), ("label", "<i4")])

@@ -311,10 +311,9 @@ def encode_cloud(arr: np.ndarray) -> tuple[list[Field], bytes, int]:
     arr = np.asarray(arr)
     if arr.ndim != 1:
         raise PointCloudError(f"expected a 1-D structured array, got shape {arr.shape}")
-    fields, point_step = fields_from_dtype(arr.dtype)
-    # newbyteorder on a structured dtype recurses into its fields; offsets and itemsize are kept.
-    data = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).tobytes()
-    return fields, data, point_step
+    layout = _cloud_layout(arr.dtype)
+    data = np.ascontiguousarray(arr.astype(layout.little, copy=False)).tobytes()
+    return list(layout.fields), data, layout.point_step
 
 
 def _is_dense(arr: np.ndarray) -> bool:
@@ -323,10 +322,12 @@ def _is_dense(arr: np.ndarray) -> bool:
 
 
 class _CloudLayout(NamedTuple):
-    """What a serialised cloud of one dtype repeats in every message: the little-endian dtype,
-    point_step, the float field names (``is_dense``) and the CDR bytes from the field count to
-    ``is_bigendian`` and its padding (4-aligned at both ends, so independent of the header)."""
+    """What a serialised cloud of one dtype repeats in every message: its PointFields, the
+    little-endian dtype, point_step, the float field names (``is_dense``) and the CDR bytes from
+    the field count to ``is_bigendian`` and its padding (4-aligned at both ends, so independent of
+    the header)."""
 
+    fields: tuple[Field, ...]
     little: np.dtype
     point_step: int
     float_names: tuple[str, ...]
@@ -342,7 +343,8 @@ def _cloud_layout(dtype: np.dtype) -> _CloudLayout:
         parts += [name, b"\x00" * (-len(name) % 4), _CDR_FIELD.pack(f.offset, f.datatype, f.count)]
     parts.append(b"\x00\x00\x00\x00")                       # is_bigendian false, padding to 4
     floats = tuple(n for n in dtype.names if np.dtype(dtype.fields[n][0].base).kind == "f")
-    return _CloudLayout(dtype.newbyteorder("<"), point_step, floats, b"".join(parts))
+    # newbyteorder on a structured dtype recurses into its fields; offsets and itemsize are kept
+    return _CloudLayout(fields, dtype.newbyteorder("<"), point_step, floats, b"".join(parts))
 
 
 def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
@@ -353,16 +355,13 @@ def pointcloud2_cdr(arr: np.ndarray, header_stamp_ns: int, frame_id: str, *,
     bytes). Layout: Header, height, width, PointField[] (name, offset, datatype, count),
     is_bigendian, point_step, row_step, uint8[] data, is_dense; see :mod:`radardistill_ros.cdr`
     for the encoding rules. The field section is encoded once per dtype."""
-    arr = np.asarray(arr)
-    if arr.ndim != 1:
-        raise PointCloudError(f"expected a 1-D structured array, got shape {arr.shape}")
-    layout = _cloud_layout(arr.dtype)
-    data = np.ascontiguousarray(arr.astype(layout.little, copy=False)).tobytes()
-    n = int(arr.shape[0])
+    _, data, point_step = encode_cloud(arr)
+    layout = _cloud_layout(np.asarray(arr).dtype)
+    n = len(arr)
     dense = _is_dense(arr) if is_dense is None else bool(is_dense)
     header = header_cdr(header_stamp_ns, frame_id)
     return b"".join((ENCAPSULATION_CDR_LE, header, b"\x00" * (-len(header) % 4), _U32.pack(1), _U32.pack(n),
-                     layout.fields_cdr, _CDR_STEPS.pack(layout.point_step, layout.point_step * n, len(data)),
+                     layout.fields_cdr, _CDR_STEPS.pack(point_step, point_step * n, len(data)),
                      data, b"\x01" if dense else b"\x00"))
 
 
